@@ -1,0 +1,52 @@
+# Two commands on a fresh machine:
+#   make run    serve the gateway on the built-in demo models (http://127.0.0.1:8000)
+#   make test   install everything (Python deps, Prometheus, Alertmanager) and run lint, types and tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch, pinned: an open range would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install system-deps lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	# text-generation pins an old huggingface-hub: install it beside its real deps, without its pins.
+	$(BIN)/pip install --quiet --no-deps "text-generation==0.7.0"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+		else \
+			echo "promtool/amtool missing: run 'sudo apt-get install prometheus prometheus-alertmanager'"; exit 1; \
+		fi; \
+	fi
+
+run: install
+	$(BIN)/gateway serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install system-deps
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/run_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,277 @@
+"""The engine: the models, their schedulers, breakers and services, built from ``Settings``.
+
+Loading is blocking (``from_pretrained``), so ``load()`` runs on a thread while the HTTP side already answers
+``/health`` and says "not ready" on ``/ready``. Nothing here knows HTTP or Prometheus: stats leave through
+the ``StatsSink`` passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.breaker import BreakerState, CircuitBreaker
+from gateway.errors import Draining
+from gateway.runners.base import ModelRunner
+from gateway.runners.faults import FaultInjector
+from gateway.scheduler import ModelScheduler
+from gateway.service import Lifecycle, Limits, ModelService
+from gateway.settings import SAME_AS_GENERATION, Settings
+from gateway.stats import BatchRecord, GaugeSnapshot, StatsSink
+from gateway.translation import Translator, default_template_languages
+from gateway.types import ModelInfo
+
+log = logging.getLogger("gateway.engine")
+
+DEMO_NOTICE = "demo models with random weights: their output is not meaningful"
+
+# (model id, path or None, is_demo) -> runner
+RunnerFactory = Callable[[str, str | None, bool, FaultInjector], ModelRunner]
+
+
+class LoadState(enum.StrEnum):
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    generation: tuple[str, str | None]
+    translation: tuple[str, str | None] | None  # None: the generation model through the prompt template
+    is_demo: bool
+
+
+def plan_models(settings: Settings) -> ModelPlan:
+    """Which models to load: the user's, or the built-in demo models when none is configured."""
+    if settings.uses_demo_models:
+        from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID, ensure_demo_models
+
+        paths = ensure_demo_models(settings.demo_cache_dir)
+        gen = (DEMO_CAUSAL_ID, str(paths[DEMO_CAUSAL_ID]))
+        if settings.translation_model == SAME_AS_GENERATION:
+            return ModelPlan(gen, None, True)
+        if settings.translation_model:
+            return ModelPlan(gen, (settings.translation_model, None), True)
+        return ModelPlan(gen, (DEMO_SEQ2SEQ_ID, str(paths[DEMO_SEQ2SEQ_ID])), True)
+    assert settings.model is not None
+    trans = settings.translation_model
+    if trans is None or trans == SAME_AS_GENERATION or trans == settings.model:
+        return ModelPlan((settings.model, None), None, False)
+    return ModelPlan((settings.model, None), (trans, None), False)
+
+
+def model_ids(settings: Settings) -> tuple[str, str]:
+    """(generation model id, translation model id), known before anything is loaded."""
+    from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
+
+    generation = settings.model or DEMO_CAUSAL_ID
+    trans = settings.translation_model
+    if trans and trans != SAME_AS_GENERATION:
+        return generation, trans
+    if settings.uses_demo_models and trans is None:
+        return generation, DEMO_SEQ2SEQ_ID
+    return generation, generation
+
+
+def transformers_factory(settings: Settings) -> RunnerFactory:
+    def build(model_id: str, path: str | None, is_demo: bool, faults: FaultInjector) -> ModelRunner:
+        from gateway.runners.transformers_runner import TransformersRunner
+
+        return TransformersRunner(
+            model_id,
+            path=path,
+            revision=settings.revision,
+            device=settings.device,
+            dtype=settings.dtype,
+            trust_remote_code=settings.trust_remote_code,
+            is_demo=is_demo,
+            faults=faults,
+        )
+
+    return build
+
+
+class _Observer:
+    def __init__(self, model: str, sink: StatsSink) -> None:
+        self.model = model
+        self.sink = sink
+
+    def batch_finished(self, size: int, inference_s: float, ok: bool) -> None:
+        self.sink.batch_finished(BatchRecord(model=self.model, size=size, inference_s=inference_s, ok=ok))
+
+    def worker_replaced(self) -> None:
+        self.sink.worker_replaced(self.model)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: StatsSink,
+        *,
+        runner_factory: RunnerFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.clock = clock
+        self.runner_factory = runner_factory or transformers_factory(settings)
+        self.faults = FaultInjector()
+        self.lifecycle = Lifecycle()
+        self.state = LoadState.LOADING
+        self.error: str | None = None
+        self.services: dict[str, ModelService] = {}
+        self.generation: ModelService | None = None
+        self.translator: Translator | None = None
+        self.is_demo = settings.uses_demo_models
+        self.generation_model_id, self.translation_model_id = model_ids(settings)
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Load the models on a thread, then start the workers. Failures leave the engine FAILED (not ready)."""
+        try:
+            runners = await asyncio.to_thread(self._load_runners)
+        except Exception as exc:
+            self.state = LoadState.FAILED
+            self.error = type(exc).__name__
+            log.error("model load failed", extra={"error_type": "load_failed", "error": repr(exc)[:500]})
+            return
+        for name, runner in runners.items():
+            self.services[name] = self._service(name, runner)
+        self.generation = self.services[self.generation_model_id]
+        trans = self.services[self.translation_model_id]
+        spec = trans.runner.translation_spec(self.settings.translation_languages or default_template_languages())
+        if self.settings.translation_languages:
+            spec = dataclasses.replace(spec, languages=tuple(self.settings.translation_languages))
+        self.translator = Translator(trans, spec, self.settings.translation_prompt_template)
+        for service in self.services.values():
+            service.scheduler.start()
+            service.started = True
+        self.state = LoadState.LOADED
+        for info in self.model_infos():
+            log.info(
+                "model loaded",
+                extra={
+                    "model": info.model_id,
+                    "task": info.task,
+                    "device": info.device,
+                    "dtype": info.dtype,
+                    "demo": info.is_demo,
+                    **({"notice": DEMO_NOTICE} if info.is_demo else {}),
+                },
+            )
+
+    def _load_runners(self) -> dict[str, ModelRunner]:
+        plan = plan_models(self.settings)
+        runners: dict[str, ModelRunner] = {}
+        for model_id, path in [plan.generation] + ([plan.translation] if plan.translation else []):
+            log.info("loading model", extra={"model": model_id, "demo": plan.is_demo})
+            started = time.perf_counter()
+            runners[model_id] = self.runner_factory(model_id, path, plan.is_demo, self.faults)
+            log.info(
+                "model load finished", extra={"model": model_id, "load_s": round(time.perf_counter() - started, 3)}
+            )
+        return runners
+
+    def _service(self, name: str, runner: ModelRunner) -> ModelService:
+        s = self.settings
+
+        def on_transition(old: BreakerState, new: BreakerState) -> None:
+            level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+            log.log(
+                level,
+                "circuit breaker transition",
+                extra={"model": name, "from_state": old.label, "to_state": new.label},
+            )
+            self.sink.breaker_transition(name, new.label)
+
+        breaker = CircuitBreaker(
+            failure_threshold=s.breaker_failure_threshold,
+            failure_ratio=s.breaker_failure_ratio,
+            window=s.breaker_window,
+            min_calls=s.breaker_min_calls,
+            recovery_s=s.breaker_recovery_s,
+            max_recovery_s=s.breaker_max_recovery_s,
+            half_open_probes=s.breaker_half_open_probes,
+            clock=self.clock,
+            on_transition=on_transition,
+        )
+        scheduler = ModelScheduler(
+            name,
+            runner,
+            max_queue=s.max_queue,
+            max_batch_size=s.max_batch_size,
+            max_batch_wait_s=s.max_batch_wait_ms / 1000.0,
+            workers=s.workers_per_model,
+            watchdog_s=s.watchdog_s,
+            observer=_Observer(name, self.sink),
+            clock=self.clock,
+        )
+        return ModelService(name, runner, scheduler, breaker, Limits(s.max_input_tokens), self.lifecycle, self.clock)
+
+    def begin_drain(self) -> None:
+        if not self.lifecycle.draining:
+            self.lifecycle.draining = True
+            log.info("draining: refusing new requests, finishing in-flight ones")
+
+    @property
+    def busy(self) -> int:
+        """Requests admitted and not yet answered, over all models."""
+        return sum(s.in_flight for s in self.services.values())
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until in-flight work is done or ``timeout_s`` passes; True when everything finished."""
+        until = time.monotonic() + timeout_s
+        while self.busy and time.monotonic() < until:  # noqa: ASYNC110  (a bounded poll; no event to await)
+            await asyncio.sleep(0.05)
+        return self.busy == 0
+
+    async def close(self) -> None:
+        for service in self.services.values():
+            await service.scheduler.close(Draining())
+            service.started = False
+        for service in self.services.values():
+            service.runner.close()
+
+    # -- state for /ready, /info and metrics --
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.state is LoadState.LOADED
+            and not self.lifecycle.draining
+            and all(s.ready for s in self.services.values())
+        )
+
+    def components(self) -> dict[str, object]:
+        comps: dict[str, object] = {"models": self.state.value, "draining": self.lifecycle.draining}
+        for name, service in self.services.items():
+            comps[name] = {
+                "loaded": service.started,
+                "workers_alive": service.scheduler.workers_alive,
+                "circuit_breaker": service.breaker.state.label,
+            }
+        if self.error:
+            comps["error"] = self.error
+        return comps
+
+    def snapshots(self) -> list[GaugeSnapshot]:
+        return [s.snapshot() for s in self.services.values()]
+
+    def model_infos(self) -> list[ModelInfo]:
+        infos = []
+        for service in self.services.values():
+            info = service.runner.info
+            if self.translator is not None and self.translator.service is service:
+                info = dataclasses.replace(
+                    info, languages=self.translator.languages, translation_style=self.translator.spec.style
+                )
+            infos.append(info)
+        return infos

@@ -1,0 +1,155 @@
+"""The gateway's error tree. Each class carries the ``error_type`` used in the JSON body and in logs, the HTTP
+status it maps to (applied in exactly one place, ``gateway.http.errors``), and the ``outcome`` used as the
+``status`` label of ``gateway_requests_total``.
+
+    GatewayError                      500 server_error
+    ├── RequestError                  4xx client_error   bad input; never counted by the breaker
+    │   ├── InvalidRequest            422 validation
+    │   ├── PayloadTooLarge           413 payload_too_large
+    │   └── Unauthorized              401 unauthorized
+    ├── Rejected                      admission refused without touching the model
+    │   ├── QueueFull                 429 queue_full        (Retry-After)
+    │   ├── NotReady                  503 not_ready         (Retry-After)
+    │   ├── Draining                  503 draining          (Retry-After)
+    │   └── BreakerOpen               503 circuit_open      (Retry-After)
+    ├── DeadlineExceeded              504 timeout           counted by the breaker when it passed mid-generation
+    ├── RequestCancelled              499 cancelled         the client went away
+    └── ModelError                    500 model_error       counted by the breaker
+        ├── OutOfMemory               500 out_of_memory     retried in halves; at batch size 1 trips the breaker
+        └── WorkerStalled             500 worker_stalled    the watchdog replaced the worker
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with a JSON body."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "internal_error"
+    outcome: ClassVar[str] = "server_error"
+    counts_for_breaker: ClassVar[bool] = False
+    public_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message or self.public_message)
+        self.message = message or self.public_message
+        self.retry_after = retry_after
+
+
+class RequestError(GatewayError):
+    status_code = 422
+    error_type = "validation"
+    outcome = "client_error"
+    public_message = "invalid request"
+
+
+class InvalidRequest(RequestError):
+    pass
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    error_type = "payload_too_large"
+    public_message = "payload too large"
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+    error_type = "unauthorized"
+    public_message = "missing or invalid API key"
+
+
+class Rejected(GatewayError):
+    status_code = 503
+    error_type = "rejected"
+    outcome = "rejected"
+    public_message = "request rejected"
+
+
+class QueueFull(Rejected):
+    status_code = 429
+    error_type = "queue_full"
+    public_message = "the admission queue is full; retry later"
+
+
+class NotReady(Rejected):
+    error_type = "not_ready"
+    public_message = "the model is not ready"
+
+
+class Draining(Rejected):
+    error_type = "draining"
+    public_message = "the gateway is shutting down"
+
+
+class BreakerOpen(Rejected):
+    error_type = "circuit_open"
+    public_message = "the model is failing; the circuit breaker is open"
+
+
+class DeadlineExceeded(GatewayError):
+    status_code = 504
+    error_type = "timeout"
+    outcome = "timeout"
+    public_message = "the request's deadline passed before it finished"
+
+    def __init__(self, message: str | None = None, *, during_generation: bool = False) -> None:
+        super().__init__(message)
+        self.during_generation = during_generation
+
+
+class RequestCancelled(GatewayError):
+    status_code = 499
+    error_type = "cancelled"
+    outcome = "cancelled"
+    public_message = "the client cancelled the request"
+
+
+class ModelError(GatewayError):
+    error_type = "model_error"
+    counts_for_breaker = True
+    public_message = "the model failed to generate"
+
+
+class OutOfMemory(ModelError):
+    error_type = "out_of_memory"
+    public_message = "the model ran out of memory"
+
+    def __init__(self, message: str | None = None, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal  # OOM at batch size 1: retrying cannot help, so the breaker trips at once
+
+
+class WorkerStalled(ModelError):
+    error_type = "worker_stalled"
+    public_message = "the model worker stalled and was replaced"
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """Whether an outcome moves the breaker towards open (model faults, hung generation)."""
+    if isinstance(error, DeadlineExceeded):
+        return error.during_generation
+    return isinstance(error, GatewayError) and error.counts_for_breaker
+
+
+__all__ = [
+    "BreakerOpen",
+    "DeadlineExceeded",
+    "Draining",
+    "GatewayError",
+    "InvalidRequest",
+    "ModelError",
+    "NotReady",
+    "OutOfMemory",
+    "PayloadTooLarge",
+    "QueueFull",
+    "Rejected",
+    "RequestCancelled",
+    "RequestError",
+    "Unauthorized",
+    "WorkerStalled",
+    "counts_as_failure",
+]

@@ -1,0 +1,38 @@
+"""JSON logging through python-json-logger: one object per line on stdout, for every logger."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+ACCESS_LOGGER = "gateway.access"
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+def configure_logging(level: str = "info") -> None:
+    """Route every logger (ours, uvicorn's, transformers') to one JSON handler on stdout."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # one line per request comes from our access log
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """Keep uvicorn from installing its own text handlers."""
+    return {"version": 1, "disable_existing_loggers": False}

@@ -1,0 +1,82 @@
+"""Fault injection for rehearsals and tests: makes the real runner fail the next N batches (or a fraction).
+
+Off unless ``GATEWAY_ENABLE_FAULTS=true``. The runner calls ``before_batch()`` inside its own error handling,
+so an injected fault travels the same path as a real one.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+FAULT_KINDS = ("oom", "error", "stall")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    kind: str
+    count: int | None = None
+    ratio: float | None = None
+    seconds: float = 30.0
+
+
+class FaultInjector:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._lock = threading.Lock()
+        self._plan: FaultPlan | None = None
+        self._remaining = 0
+        self._rng = rng or random.Random()
+        self.injected = 0
+
+    def set(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self._plan = plan
+            self._remaining = plan.count if plan.count is not None else 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plan = None
+            self._remaining = 0
+
+    def describe(self) -> dict[str, object] | None:
+        with self._lock:
+            if self._plan is None:
+                return None
+            return {
+                "kind": self._plan.kind,
+                "remaining": self._remaining if self._plan.count is not None else None,
+                "ratio": self._plan.ratio,
+                "seconds": self._plan.seconds,
+                "injected": self.injected,
+            }
+
+    def _take(self) -> FaultPlan | None:
+        with self._lock:
+            plan = self._plan
+            if plan is None:
+                return None
+            if plan.count is not None:
+                if self._remaining <= 0:
+                    self._plan = None
+                    return None
+                self._remaining -= 1
+                if self._remaining == 0:
+                    self._plan = None
+            elif plan.ratio is None or self._rng.random() >= plan.ratio:
+                return None
+            self.injected += 1
+            return plan
+
+    def before_batch(self, oom_error: type[BaseException]) -> None:
+        """Raise or stall as planned; ``oom_error`` is the runtime's own out-of-memory exception class."""
+        plan = self._take()
+        if plan is None:
+            return
+        if plan.kind == "oom":
+            raise oom_error("CUDA out of memory. (injected fault)")
+        if plan.kind == "error":
+            raise RuntimeError("injected model error")
+        if plan.kind == "stall":
+            time.sleep(plan.seconds)

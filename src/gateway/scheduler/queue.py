@@ -1,0 +1,187 @@
+"""The bounded admission queue and the work item that travels through it.
+
+A slot is reserved before the prompt is tokenized, so a full queue answers 429 without any work. Items that
+were cancelled or whose deadline passed while queued are dropped when a batch is formed, never computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+
+from gateway.errors import DeadlineExceeded, GatewayError, QueueFull, RequestCancelled
+from gateway.runners.base import Row
+from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token
+
+_DONE = object()
+
+
+class WorkItem:
+    """One row of work: a tokenized prompt, its params and deadline, and the channel back to its request.
+
+    Implements the runner's ``RowSink``: the runner calls it from the worker thread, and every call is handed
+    to the event loop with ``call_soon_threadsafe``.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        input_ids: list[int],
+        params: GenerationParams,
+        deadline: float,
+        *,
+        stream: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[GenerationOutput] = loop.create_future()
+        self.events: asyncio.Queue[Token | object] | None = asyncio.Queue() if stream else None
+        self.row = Row(input_ids=input_ids, params=params, deadline=deadline, sink=self)
+        self.enqueued_at = clock()
+        self.started_at: float | None = None
+        self._cancelled = False
+
+    @property
+    def batch_key(self) -> SamplingParams:
+        return self.row.params.sampling
+
+    @property
+    def deadline(self) -> float:
+        return self.row.deadline
+
+    def cancel(self) -> None:
+        """Ask the runner to drop this row; a queued item is skipped when the next batch is formed."""
+        self._cancelled = True
+
+    # RowSink (worker thread)
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def on_token(self, token: Token) -> None:
+        if self.events is not None:
+            self._call(self.events.put_nowait, token)
+
+    def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
+        self._call(self.resolve, outcome)
+
+    def _call(self, fn: Callable[..., object], arg: object) -> None:
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, arg)
+
+    # event loop
+    def resolve(self, outcome: GenerationOutput | BaseException) -> None:
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+            # Retrieved by whoever awaits; mark it so an abandoned item logs no "never retrieved" warning.
+            self.future.exception()
+        else:
+            self.future.set_result(outcome)
+        if self.events is not None:
+            self.events.put_nowait(_DONE)
+
+    @staticmethod
+    def is_done_marker(event: object) -> bool:
+        return event is _DONE
+
+
+class AdmissionQueue:
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self._items: deque[WorkItem] = deque()
+        self._reserved = 0
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Rows waiting: queued plus reserved for requests still being tokenized."""
+        return len(self._items) + self._reserved
+
+    def reserve(self, rows: int) -> None:
+        if self._closed or self.depth + rows > self.capacity:
+            raise QueueFull(retry_after=1.0)
+        self._reserved += rows
+
+    def release(self, rows: int) -> None:
+        self._reserved = max(self._reserved - rows, 0)
+
+    def put(self, items: list[WorkItem]) -> None:
+        """Queue items whose slots were reserved."""
+        self.release(len(items))
+        self._items.extend(items)
+        self._changed.set()
+
+    def close(self) -> list[WorkItem]:
+        """Refuse new work and hand back what was still queued."""
+        self._closed = True
+        left = list(self._items)
+        self._items.clear()
+        self._changed.set()
+        return left
+
+    def _drop_dead(self) -> None:
+        now = self._clock()
+        kept: deque[WorkItem] = deque()
+        for item in self._items:
+            if item.cancelled():
+                item.resolve(RequestCancelled())
+            elif now > item.deadline:
+                item.resolve(DeadlineExceeded())
+            elif not item.future.done():
+                kept.append(item)
+        self._items = kept
+
+    def _compatible(self, key: SamplingParams) -> int:
+        return sum(1 for item in self._items if item.batch_key == key)
+
+    async def _wait_change(self, wait_s: float | None) -> bool:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def next_batch(self, max_size: int, max_wait_s: float, target: int) -> list[WorkItem]:
+        """Wait for work, then take up to ``max_size`` items with the first item's settings.
+
+        With fewer than ``target`` compatible items queued, wait up to ``max_wait_s`` for more to arrive;
+        ``target`` comes from the recent load, so a lone request under light load never waits.
+        """
+        while True:
+            self._drop_dead()
+            if self._items:
+                break
+            if self._closed:
+                return []
+            await self._wait_change(None)
+        goal = min(target, max_size)
+        if goal > 1 and max_wait_s > 0:
+            until = self._clock() + max_wait_s
+            key = self._items[0].batch_key
+            while self._compatible(key) < goal and not self._closed:
+                remaining = until - self._clock()
+                if remaining <= 0 or not await self._wait_change(remaining):
+                    break
+            self._drop_dead()
+            if not self._items:
+                return await self.next_batch(max_size, max_wait_s, target)
+        key = self._items[0].batch_key
+        batch: list[WorkItem] = []
+        rest: deque[WorkItem] = deque()
+        for item in self._items:
+            if len(batch) < max_size and item.batch_key == key:
+                batch.append(item)
+            else:
+                rest.append(item)
+        self._items = rest
+        if self._items:
+            self._changed.set()  # let another idle worker look at what is left
+        return batch

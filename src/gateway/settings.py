@@ -1,0 +1,106 @@
+"""All configuration in one place: ``GATEWAY_*`` environment variables, or the same names as CLI flags.
+
+Built once in ``gateway serve`` (or by a test) and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TRANSLATION_TEMPLATE = (
+    "Translate the following segment into {target_lang}, without additional explanation.\n\n{text}"
+)
+
+# GATEWAY_TRANSLATION_MODEL=same serves /translate with the generation model through the prompt template.
+SAME_AS_GENERATION = "same"
+
+
+class Settings(BaseSettings):
+    """The gateway's settings. Every field is ``GATEWAY_<NAME>`` in the environment and ``--<name>`` on the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", validate_default=True)
+
+    # Models
+    model: str | None = Field(None, description="HF id or local path of the generation model; unset: demo models")
+    translation_model: str | None = Field(
+        None, description="HF id or path of the translation model; unset: demo (no model) or the generation model"
+    )
+    revision: str | None = Field(None, description="model revision (branch, tag or commit) to load")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (off: safer)")
+    demo_cache_dir: Path | None = Field(None, description="where the built-in demo models are written")
+    translation_prompt_template: str = DEFAULT_TRANSLATION_TEMPLATE
+    translation_languages: list[str] | None = Field(
+        None, description="override the language codes the translation model accepts"
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="when set, inference routes need 'Authorization: Bearer'")
+    cors_origins: list[str] = Field(default_factory=list, description="no CORS headers unless set")
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_header_bytes: int = Field(16_384, ge=1024)
+
+    # Limits
+    max_input_tokens: int = Field(1024, ge=1)
+    max_new_tokens_limit: int = Field(512, ge=1, description="largest max_new_tokens a request may ask for")
+    default_max_new_tokens: int = Field(20, ge=1)
+    max_translation_segments: int = Field(64, ge=1)
+    max_stop_sequences: int = Field(8, ge=0)
+
+    # Scheduling
+    max_batch_size: int = Field(32, ge=1)
+    max_batch_wait_ms: float = Field(25.0, ge=0)
+    max_queue: int = Field(256, ge=1)
+    workers_per_model: int = Field(1, ge=1, le=16)
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_request_timeout_s: float = Field(600.0, gt=0)
+    watchdog_s: float = Field(120.0, gt=0, description="a batch running longer than this replaces its worker")
+    drain_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight work on SIGTERM")
+
+    # Circuit breaker
+    breaker_failure_threshold: int = Field(5, ge=1, description="consecutive failures that open the breaker")
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_window: int = Field(20, ge=1, description="outcomes in the sliding window for the ratio")
+    breaker_min_calls: int = Field(10, ge=1, description="outcomes needed before the ratio can open")
+    breaker_recovery_s: float = Field(30.0, gt=0, description="first open period")
+    breaker_max_recovery_s: float = Field(300.0, gt=0)
+    breaker_half_open_probes: int = Field(1, ge=1)
+
+    # Observability and operations
+    log_payloads: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    enable_faults: bool = False
+
+    @field_validator("model", "translation_model", "revision", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
+        if self.request_timeout_s > self.max_request_timeout_s:
+            raise ValueError("request_timeout_s exceeds max_request_timeout_s")
+        if "{text}" not in self.translation_prompt_template:
+            raise ValueError("translation_prompt_template must contain {text}")
+        return self
+
+    @property
+    def uses_demo_models(self) -> bool:
+        return self.model is None

@@ -1,0 +1,80 @@
+"""Stats that travel one way, as plain dataclasses, from the gateway to whatever records them (the Prometheus
+recorder in ``metrics.recorder``). Domain code only knows the ``StatsSink`` protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class RequestRecord:
+    """One finished HTTP request; filled in as the request goes and emitted once at its end."""
+
+    request_id: str
+    route: str
+    model: str = ""
+    status_code: int = 0
+    status: str = "success"
+    latency_s: float = 0.0
+    queue_s: float | None = None
+    inference_s: float | None = None
+    first_token_s: float | None = None
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    batch_size: int | None = None
+    finish_reason: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    streamed: bool = False
+    payload: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One ``generate`` call of a worker."""
+
+    model: str
+    size: int
+    inference_s: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class GaugeSnapshot:
+    """Values read at scrape time for one model."""
+
+    model: str
+    queue_depth: int
+    queue_capacity: int
+    in_flight: int
+    breaker_state: int
+    workers_alive: int
+
+
+class StatsSink(Protocol):
+    def request_finished(self, record: RequestRecord) -> None: ...
+
+    def batch_finished(self, record: BatchRecord) -> None: ...
+
+    def breaker_transition(self, model: str, to_state: str) -> None: ...
+
+    def worker_replaced(self, model: str) -> None: ...
+
+
+class NullSink:
+    """A sink that drops everything (for unit tests of domain code)."""
+
+    def request_finished(self, record: RequestRecord) -> None:
+        pass
+
+    def batch_finished(self, record: BatchRecord) -> None:
+        pass
+
+    def breaker_transition(self, model: str, to_state: str) -> None:
+        pass
+
+    def worker_replaced(self, model: str) -> None:
+        pass

@@ -1,0 +1,77 @@
+"""Domain types shared by the service, the scheduler and the runners. No HTTP, no torch, no Prometheus."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class FinishReason(enum.StrEnum):
+    LENGTH = "length"
+    EOS = "eos_token"
+    STOP = "stop_sequence"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Settings that must be equal for requests to share one ``generate`` call."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    forced_bos_token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What one request asks of the model. Values are already validated by the HTTP layer."""
+
+    max_new_tokens: int = 20
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    truncate: int | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    text: str
+    logprob: float | None
+    special: bool
+
+
+@dataclass
+class GenerationOutput:
+    """The result of one row (one prompt or one translation segment)."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    tokens: list[Token]
+    seed: int | None = None
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+    first_token_s: float | None = None
+    batch_size: int = 1
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /info and gateway_model_info say about a loaded model."""
+
+    model_id: str
+    revision: str
+    task: str
+    device: str
+    dtype: str
+    is_demo: bool
+    languages: tuple[str, ...] = ()
+    translation_style: str | None = None

@@ -1,0 +1,124 @@
+"""Stats dataclasses in, metric updates out: the one place that turns ``gateway.stats`` records into
+Prometheus observations.
+
+Every label value is bounded here, so no caller can blow up the number of series:
+
+* ``model``: one of the models given to the recorder, else ``other``;
+* ``route``: one of ``KNOWN_ROUTES``, else ``other``;
+* ``status``: one of ``KNOWN_STATUSES`` (the contract's), else ``other``;
+* ``source_lang`` / ``target_lang``: the base ISO 639 code (``zh-Hant`` -> ``zh``, lowercased) when it is in
+  the configured set, else ``other`` (a missing code is ``other`` too);
+* ``to_state``: ``closed``, ``half_open`` or ``open`` (``half-open`` is folded into ``half_open``), else
+  ``other``;
+* ``outcome``: ``ok`` or ``error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from gateway.stats import BatchRecord, RequestRecord
+
+from .instruments import Instruments
+
+__all__ = ["KNOWN_ROUTES", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
+
+OTHER: Final = "other"
+KNOWN_ROUTES: Final = frozenset({"/generate", "/generate_stream", "/", "/translate"})
+KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
+_BREAKER_STATES: Final = frozenset({"closed", "half_open", "open"})
+TRANSLATE_ROUTE: Final = "/translate"
+
+
+def base_language(code: str) -> str:
+    """The lowercased primary subtag of a language tag: ``zh-Hant`` -> ``zh``, ``pt_BR`` -> ``pt``."""
+    return code.strip().replace("_", "-").split("-", 1)[0].lower()
+
+
+class PrometheusRecorder:
+    """A ``gateway.stats.StatsSink`` that records into ``Instruments``.
+
+    ``models`` and ``languages`` are the bounded label sets: anything else is recorded as ``other``.
+    Languages are compared on their base code, and the label carries the base code.
+    """
+
+    def __init__(
+        self,
+        instruments: Instruments,
+        *,
+        models: Iterable[str],
+        languages: Iterable[str] = (),
+    ) -> None:
+        self._m = instruments
+        self._models = frozenset(models)
+        self._languages = frozenset(base_language(code) for code in languages if code.strip())
+
+    # --- label bounding ----------------------------------------------------------------------------
+
+    def model_label(self, model: str | None) -> str:
+        return model if model and model in self._models else OTHER
+
+    def language_label(self, code: str | None) -> str:
+        if not code:
+            return OTHER
+        base = base_language(code)
+        return base if base in self._languages else OTHER
+
+    @staticmethod
+    def route_label(route: str) -> str:
+        return route if route in KNOWN_ROUTES else OTHER
+
+    @staticmethod
+    def status_label(status: str) -> str:
+        return status if status in KNOWN_STATUSES else OTHER
+
+    @staticmethod
+    def breaker_state_label(to_state: str) -> str:
+        state = to_state.strip().lower().replace("-", "_")
+        return state if state in _BREAKER_STATES else OTHER
+
+    # --- StatsSink ---------------------------------------------------------------------------------
+
+    def request_finished(self, record: RequestRecord) -> None:
+        m = self._m
+        model = self.model_label(record.model)
+        route = self.route_label(record.route)
+        status = self.status_label(record.status)
+
+        m.requests.labels(route=route, status=status, model=model).inc()
+        m.request_duration.labels(route=route, model=model).observe(record.latency_s)
+        if record.queue_s is not None:
+            m.queue_wait.labels(model=model).observe(record.queue_s)
+        if record.inference_s is not None:
+            m.inference_duration.labels(model=model).observe(record.inference_s)
+        if record.first_token_s is not None:
+            m.time_to_first_token.labels(model=model).observe(record.first_token_s)
+        # Kept simple on purpose: the mean time per generated token over the whole generate call (prefill
+        # included). Subtracting TTFT is not sound because TTFT is measured from arrival (queue included)
+        # while inference_s covers only the generate call; one token carries no decode time at all.
+        if record.generated_tokens > 1 and record.inference_s:
+            m.time_per_output_token.labels(model=model).observe(record.inference_s / record.generated_tokens)
+        if record.prompt_tokens > 0:
+            m.prompt_tokens.labels(model=model).inc(record.prompt_tokens)
+        if record.generated_tokens > 0:
+            m.generated_tokens.labels(model=model).inc(record.generated_tokens)
+
+        if record.route == TRANSLATE_ROUTE or record.source_lang is not None:
+            source = self.language_label(record.source_lang)
+            target = self.language_label(record.target_lang)
+            m.translation_requests.labels(source_lang=source, target_lang=target, status=status).inc()
+            m.translation_duration.labels(source_lang=source, target_lang=target).observe(record.latency_s)
+
+    def batch_finished(self, record: BatchRecord) -> None:
+        model = self.model_label(record.model)
+        self._m.batch_size.labels(model=model).observe(record.size)
+        self._m.batches.labels(model=model, outcome="ok" if record.ok else "error").inc()
+
+    def breaker_transition(self, model: str, to_state: str) -> None:
+        self._m.circuit_breaker_transitions.labels(
+            model=self.model_label(model), to_state=self.breaker_state_label(to_state)
+        ).inc()
+
+    def worker_replaced(self, model: str) -> None:
+        self._m.worker_restarts.labels(model=self.model_label(model)).inc()
