@@ -124,7 +124,7 @@ async def _generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
     prefix = body.inputs if body.parameters.return_full_text else ""
     if settings.log_payloads:
         record.payload = {"inputs": body.inputs, "output": output.text}
-    return generate_json(output, details=body.parameters.details, prefix=prefix)
+    return generate_json(output, details=bool(body.parameters.details), prefix=prefix)
 
 
 async def _stream(request: Request, body: GenerateRequest) -> StreamingResponse:

@@ -25,18 +25,18 @@ class GenerateParameters(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0, le=100_000)
     typical_p: float | None = Field(None, gt=0.0, le=1.0)
-    do_sample: bool = False
+    do_sample: bool | None = False
     repetition_penalty: float | None = Field(None, gt=0.0, le=100.0)
     stop: list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     return_full_text: bool | None = False
-    details: bool = False
+    details: bool | None = False
     truncate: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0.0, description="this request's deadline (gateway extension)")
     # Accepted at their defaults only (TGI clients send them):
     best_of: int | None = None
-    decoder_input_details: bool = False
-    watermark: bool = False
+    decoder_input_details: bool | None = False
+    watermark: bool | None = False
     top_n_tokens: int | None = None
     frequency_penalty: float | None = None
     grammar: Any | None = None
@@ -54,8 +54,8 @@ class GenerateParameters(BaseModel):
         """The first parameter set to a value the gateway does not implement."""
         checks: list[tuple[str, bool]] = [
             ("best_of", self.best_of not in (None, 1)),
-            ("decoder_input_details", self.decoder_input_details),
-            ("watermark", self.watermark),
+            ("decoder_input_details", bool(self.decoder_input_details)),
+            ("watermark", bool(self.watermark)),
             ("top_n_tokens", self.top_n_tokens not in (None, 0)),
             ("frequency_penalty", self.frequency_penalty not in (None, 0.0)),
             ("grammar", self.grammar is not None),
@@ -78,7 +78,7 @@ class GenerateParameters(BaseModel):
         top_p = self.top_p if self.top_p is not None else 1.0
         typical_p = self.typical_p if self.typical_p is not None else 1.0
         # As TGI does: any sampling warper turns sampling on.
-        do_sample = self.do_sample or temperature != 1.0 or top_k > 0 or top_p < 1.0 or typical_p < 1.0
+        do_sample = bool(self.do_sample) or temperature != 1.0 or top_k > 0 or top_p < 1.0 or typical_p < 1.0
         sampling = SamplingParams(
             do_sample=do_sample,
             temperature=temperature if do_sample else 1.0,
