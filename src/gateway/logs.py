@@ -19,10 +19,19 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+class _DropTerminalColours(logging.Filter):
+    """uvicorn attaches an ANSI-coloured copy of some messages; JSON logs do not want it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
 def configure_logging(level: str = "info") -> None:
     """Route every logger (ours, uvicorn's, transformers') to one JSON handler on stdout."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(json_formatter())
+    handler.addFilter(_DropTerminalColours())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

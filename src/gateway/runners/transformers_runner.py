@@ -26,6 +26,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.utils import logging as hf_logging
 
 from gateway.errors import DeadlineExceeded, GatewayError, ModelError, OutOfMemory, RequestCancelled
 from gateway.languages import LANGUAGE_NAMES, NLLB_CODES
@@ -209,6 +210,7 @@ class TransformersRunner:
         faults: FaultInjector | None = None,
     ) -> None:
         source = path or model_id
+        hf_logging.disable_progress_bar()  # progress bars are not JSON; load events are logged instead
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.faults = faults or FaultInjector()
