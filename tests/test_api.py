@@ -198,6 +198,13 @@ async def test_payload_limits_give_413(app_client):
         assert (await gen(client, "short", max_new_tokens=2)).status_code == 200
 
 
+async def test_oversized_headers_get_431(app_client):
+    async with app_client(max_header_bytes=2048) as (client, _):
+        r = await client.post("/generate", json={"inputs": "hi"}, headers={"X-Padding": "p" * 4096})
+        assert_error(r, 431, "headers_too_large", "2048")
+        assert (await client.get("/health", headers={"X-Small": "ok"})).status_code == 200
+
+
 async def test_api_key(app_client):
     async with app_client(api_key="s3cret") as (client, _):
         assert_error(await gen(client, "hi"), 401, "unauthorized")

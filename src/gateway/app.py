@@ -97,6 +97,7 @@ def create_app(
         RequestContextMiddleware,
         sink=engine.sink,
         max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
         log_payloads=settings.log_payloads,
         model_for_route=model_for_route,
         metered_routes=METERED_ROUTES,

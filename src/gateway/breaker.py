@@ -5,8 +5,8 @@
   (an out-of-memory error at batch size 1).
 - Stays open for ``recovery_s``, doubled on each consecutive trip up to ``max_recovery_s``; the half-open state
   is derived from the injected monotonic clock, never from a timer task.
-- Half-open admits ``half_open_probes`` requests at a time; they close it when all succeed, and any failure
-  opens it again for longer.
+- Half-open admits ``half_open_probes`` requests in all (a probe that ends unrecorded, such as bad input, gives
+  its place back); they close it when all succeed, and any failure opens it again for longer.
 - Only outcomes reported through a ``Permit`` count; cancellations and bad input release the permit unrecorded.
 - Transitions are published through ``on_transition(old, new)``.
 """
@@ -73,7 +73,8 @@ class CircuitBreaker:
     ) -> None:
         self.failure_threshold = failure_threshold
         self.failure_ratio = failure_ratio
-        self.min_calls = min_calls
+        # More than ``window`` outcomes can never be in the window: the ratio would never open the breaker.
+        self.min_calls = min(min_calls, window)
         self.recovery_s = recovery_s
         self.max_recovery_s = max_recovery_s
         self.half_open_probes = half_open_probes
@@ -108,7 +109,7 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return Permit(self, probe=False)
-        if state is BreakerState.HALF_OPEN and self._probes_in_flight < self.half_open_probes:
+        if state is BreakerState.HALF_OPEN and self._probes_in_flight + self._probe_successes < self.half_open_probes:
             self._probes_in_flight += 1
             return Permit(self, probe=True)
         raise BreakerOpen(retry_after=max(self.retry_after(), 1.0))

@@ -234,6 +234,7 @@ class Engine:
         return self.busy == 0
 
     async def close(self) -> None:
+        self.faults.clear()  # ends an injected stall, whose thread would otherwise hold up the process's exit
         for service in self.services.values():
             await service.scheduler.close(Draining())
             service.started = False

@@ -6,6 +6,7 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     ├── RequestError                  4xx client_error   bad input; never counted by the breaker
     │   ├── InvalidRequest            422 validation
     │   ├── PayloadTooLarge           413 payload_too_large
+    │   ├── HeadersTooLarge           431 headers_too_large
     │   └── Unauthorized              401 unauthorized
     ├── Rejected                      admission refused without touching the model
     │   ├── QueueFull                 429 queue_full        (Retry-After)
@@ -54,6 +55,12 @@ class PayloadTooLarge(RequestError):
     status_code = 413
     error_type = "payload_too_large"
     public_message = "payload too large"
+
+
+class HeadersTooLarge(RequestError):
+    status_code = 431
+    error_type = "headers_too_large"
+    public_message = "request headers too large"
 
 
 class Unauthorized(RequestError):
@@ -140,6 +147,7 @@ __all__ = [
     "DeadlineExceeded",
     "Draining",
     "GatewayError",
+    "HeadersTooLarge",
     "InvalidRequest",
     "ModelError",
     "NotReady",

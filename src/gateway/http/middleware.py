@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.errors import GatewayError, HeadersTooLarge, PayloadTooLarge
 from gateway.http.errors import error_body, error_headers, note_error
 from gateway.logs import ACCESS_LOGGER
 from gateway.stats import RequestRecord, StatsSink
@@ -47,6 +47,7 @@ class RequestContextMiddleware:
         *,
         sink: StatsSink,
         max_body_bytes: int,
+        max_header_bytes: int = 16_384,
         log_payloads: bool = False,
         model_for_route: Callable[[str], str] | None = None,
         metered_routes: frozenset[str] | None = None,
@@ -55,6 +56,7 @@ class RequestContextMiddleware:
         self.app = app
         self.sink = sink
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.log_payloads = log_payloads
         self.model_for_route = model_for_route
         self.metered_routes = metered_routes
@@ -101,7 +103,14 @@ class RequestContextMiddleware:
 
         try:
             length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or [])
+            if header_bytes > self.max_header_bytes:
+                await self._send_error(
+                    send_wrapper,
+                    record,
+                    HeadersTooLarge(f"headers are over the limit of {self.max_header_bytes} bytes"),
+                )
+            elif length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._send_error(
                     send_wrapper, record, PayloadTooLarge(f"the body is over the limit of {self.max_body_bytes} bytes")
                 )

@@ -2,13 +2,16 @@
 
 Off unless ``GATEWAY_ENABLE_FAULTS=true``. The runner calls ``before_batch()`` inside its own error handling,
 so an injected fault travels the same path as a real one.
+
+One plan at a time: ``set()`` replaces the plan. A stall in progress ends early when the plan is replaced or
+cleared (``DELETE /admin/faults``, or shutdown), so an injected stall never holds a thread, or the process's
+exit, for its whole length once nobody wants it; the stalled batch then runs as usual.
 """
 
 from __future__ import annotations
 
 import random
 import threading
-import time
 from dataclasses import dataclass
 
 FAULT_KINDS = ("oom", "error", "stall")
@@ -28,17 +31,25 @@ class FaultInjector:
         self._plan: FaultPlan | None = None
         self._remaining = 0
         self._rng = rng or random.Random()
+        # Set (and replaced by a fresh one) whenever the plan changes: wakes the stalls taken from the old plan.
+        self._wake = threading.Event()
         self.injected = 0
 
     def set(self, plan: FaultPlan) -> None:
         with self._lock:
             self._plan = plan
             self._remaining = plan.count if plan.count is not None else 0
+            self._wake_stalls()
 
     def clear(self) -> None:
         with self._lock:
             self._plan = None
             self._remaining = 0
+            self._wake_stalls()
+
+    def _wake_stalls(self) -> None:
+        self._wake.set()
+        self._wake = threading.Event()
 
     def describe(self) -> dict[str, object] | None:
         with self._lock:
@@ -52,7 +63,7 @@ class FaultInjector:
                 "injected": self.injected,
             }
 
-    def _take(self) -> FaultPlan | None:
+    def _take(self) -> tuple[FaultPlan, threading.Event] | None:
         with self._lock:
             plan = self._plan
             if plan is None:
@@ -67,16 +78,17 @@ class FaultInjector:
             elif plan.ratio is None or self._rng.random() >= plan.ratio:
                 return None
             self.injected += 1
-            return plan
+            return plan, self._wake
 
     def before_batch(self, oom_error: type[BaseException]) -> None:
         """Raise or stall as planned; ``oom_error`` is the runtime's own out-of-memory exception class."""
-        plan = self._take()
-        if plan is None:
+        taken = self._take()
+        if taken is None:
             return
+        plan, wake = taken
         if plan.kind == "oom":
             raise oom_error("CUDA out of memory. (injected fault)")
         if plan.kind == "error":
             raise RuntimeError("injected model error")
         if plan.kind == "stall":
-            time.sleep(plan.seconds)
+            wake.wait(plan.seconds)

@@ -154,15 +154,17 @@ class ModelScheduler:
 
     async def _retry_halves(self, worker: _Worker, batch: Sequence[WorkItem]) -> None:
         pending = [i for i in batch if not i.row.done]
+        if len(batch) == 1:
+            # Nothing smaller to try, streamed or not: the breaker trips at once.
+            for item in pending:
+                item.resolve(OutOfMemory("the model ran out of memory at batch size 1", fatal=True))
+            await asyncio.get_running_loop().run_in_executor(worker.executor, self.runner.free_memory)
+            return
         for item in pending:
             if item.row.emitted_tokens:
                 item.resolve(OutOfMemory())  # already streamed: running it again would repeat tokens
         pending = [i for i in pending if not i.row.emitted_tokens and not i.future.done()]
         await asyncio.get_running_loop().run_in_executor(worker.executor, self.runner.free_memory)
-        if len(batch) == 1:
-            for item in pending:
-                item.resolve(OutOfMemory("the model ran out of memory at batch size 1", fatal=True))
-            return
         if not pending:
             return
         log.warning("out of memory; retrying in halves", extra={"model": self.name, "batch_size": len(batch)})
