@@ -114,6 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] != "serve":
         print(f"gateway: unknown command {argv[0]!r}; try 'gateway serve'", file=sys.stderr)
         return 2
+    if any(a == "--workers" or a.startswith("--workers=") for a in argv[1:]):
+        # Several processes would each load the model and batch on their own queue (and split the metrics).
+        print(
+            json.dumps(
+                {
+                    "level": "ERROR",
+                    "message": "the gateway runs one process per device: start one `gateway serve` per GPU "
+                    "(GATEWAY_DEVICE=cuda:N) behind a load balancer instead of --workers",
+                }
+            ),
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = parse_settings(argv[1:])
     except ValidationError as exc:
