@@ -69,9 +69,7 @@ def make_server(host: str, port: int, sink: Sink = print_sink) -> ThreadingHTTPS
 
 def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
     """Run `server` on a daemon thread; stop it with server.shutdown()."""
-    thread = threading.Thread(
-        target=server.serve_forever, name="alert-webhook", daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, name="alert-webhook", daemon=True)
     thread.start()
     return thread
 
