@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
+from tests.conftest import settle
 
 GEN = DEMO_CAUSAL_ID
 TRANS = DEMO_SEQ2SEQ_ID
@@ -37,7 +38,7 @@ def series(families: dict[str, Any]) -> set[tuple[str, tuple[tuple[str, str], ..
 
 
 async def test_catalogue_counts_and_gauges_after_real_requests(app_client):
-    async with app_client() as (client, _):
+    async with app_client() as (client, app):
         ok = [client.post("/generate", json={"inputs": f"p{i}", "parameters": {"max_new_tokens": 4}}) for i in range(5)]
         rs = await asyncio.gather(*ok)
         assert all(r.status_code == 200 for r in rs)
@@ -49,6 +50,7 @@ async def test_catalogue_counts_and_gauges_after_real_requests(app_client):
         assert tr.status_code == 200
         unk = await client.post("/translate", json={"text": "a", "source_lang": "en", "target_lang": "xx"})
         assert unk.status_code == 422
+        await settle(app)
         fam = scrape((await client.get("/metrics")).text)
 
     types = {name: f.type for name, f in fam.items()}
@@ -111,12 +113,13 @@ async def test_random_language_codes_and_request_ids_add_no_series(app_client):
     def code() -> str:
         return "".join(rng.choice(string.ascii_lowercase) for _ in range(2)) + rng.choice(["", "-Hant", "-BR", "-419"])
 
-    async with app_client() as (client, _):
+    async with app_client() as (client, app):
         # Warm up every label combination the traffic below can produce.
         await client.post(
             "/translate",
             json={"text": "w", "source_lang": "en", "target_lang": "de", "parameters": {"max_new_tokens": 1}},
         )
+        await settle(app)
         before = series(scrape((await client.get("/metrics")).text))
         sem = asyncio.Semaphore(64)
 
@@ -127,6 +130,7 @@ async def test_random_language_codes_and_request_ids_add_no_series(app_client):
                 return r.status_code
 
         statuses = await asyncio.gather(*(one(i) for i in range(10_000)))
+        await settle(app)
         after_fam = scrape((await client.get("/metrics")).text)
     assert len(statuses) == 10_000 and set(statuses) <= {200, 422}
     after = series(after_fam)
