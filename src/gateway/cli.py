@@ -2,8 +2,8 @@
 
 Every ``Settings`` field is a flag (``--max-batch-size 16``) as well as an env var (``GATEWAY_MAX_BATCH_SIZE``);
 flags win. On SIGTERM or SIGINT the gateway drains: ``/ready`` turns 503, new requests get 503, in-flight and
-queued requests finish within ``drain_timeout_s``, then uvicorn stops and the process exits 0. A second signal
-stops at once.
+queued requests finish within ``drain_timeout_s`` (those still unfinished then are answered with 503), then uvicorn
+stops and the process exits 0. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from gateway import __version__
 from gateway.engine import Engine
+from gateway.errors import Draining
 from gateway.logs import configure_logging, uvicorn_log_config
 from gateway.settings import Settings
 
@@ -77,7 +78,12 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         self.engine.begin_drain()
         finished = await self.engine.drain(self.drain_timeout_s)
-        log.info("drain finished" if finished else "drain timed out", extra={"left": self.engine.busy})
+        if finished:
+            log.info("drain finished", extra={"left": 0})
+        else:
+            # Out of time: what is left is answered with 503 (and its rows stopped) rather than cut off.
+            left = sum(s.scheduler.abandon(Draining(retry_after=5.0)) for s in self.engine.services.values())
+            log.warning("drain timed out", extra={"left": self.engine.busy, "rows_abandoned": left})
         self.should_exit = True
 
 

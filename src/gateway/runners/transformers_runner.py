@@ -7,9 +7,11 @@ EOS, cancellation or deadline, and is answered at that step while the others go 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +58,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def leave_a_core_to_the_event_loop() -> None:
+    """Size torch's CPU thread pool to the cores less one, unless the operator chose (``OMP_NUM_THREADS``).
+
+    torch takes every core by default, and its threads wait on one another at each op. The event loop (HTTP,
+    tokenizing, answering) needs a core too: sharing one with the pool stalls every step of the model, which on a
+    small machine costs more than the extra thread gains.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores - 1))
+
+
+def _decode_stream_class() -> Any:
+    """tokenizers' incremental decoder (tokenizers >= 0.21), or None."""
+    try:
+        from tokenizers.decoders import DecodeStream
+    except ImportError:  # pragma: no cover - older tokenizers
+        return None
+    return DecodeStream
+
+
 def is_oom(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
@@ -73,11 +97,34 @@ class _LogprobStash(LogitsProcessor):
         return scores
 
 
-class _RowState:
-    __slots__ = ("done", "emitted_text", "first_token_at", "ids", "prefix_offset", "read_offset", "row", "tokens")
+# LogitsProcessorList.__call__ runs inspect.signature() on every processor at every step; a signature stored on the
+# function is returned at once instead of being rebuilt (a few percent of a small model's step time).
+_LogprobStash.__call__.__signature__ = inspect.signature(_LogprobStash.__call__)  # type: ignore[attr-defined]
 
-    def __init__(self, row: Row) -> None:
+
+class _RowState:
+    __slots__ = (
+        "done",
+        "emitted_text",
+        "first_token_at",
+        "ids",
+        "max_new_tokens",
+        "prefix_offset",
+        "read_offset",
+        "row",
+        "sink",
+        "stop",
+        "stream",
+        "tokens",
+    )
+
+    def __init__(self, row: Row, stream: Any) -> None:
         self.row = row
+        self.stream = stream
+        # Copied out of the row: read for every row at every step.
+        self.sink = row.sink
+        self.stop = row.params.stop
+        self.max_new_tokens = row.params.max_new_tokens
         self.ids: list[int] = []
         self.tokens: list[Token] = []
         self.done = False
@@ -92,12 +139,17 @@ class _BatchTracker(StoppingCriteria):
 
     def __init__(self, runner: TransformersRunner, rows: Sequence[Row], stash: _LogprobStash, seed: int | None):
         self.runner = runner
-        self.states = [_RowState(r) for r in rows]
+        self.states = [_RowState(r, runner.decode_stream()) for r in rows]
         self.stash = stash
         self.seed = seed
         self.started = time.monotonic()
         # generate() pads finished rows when an EOS criterion is present; this attribute marks us as one.
         self.eos_token_id = runner.eos_ids
+        self.eos_ids = frozenset(runner.eos_ids)
+        self.special_ids = runner.special_ids
+        self.backend = runner.backend_tokenizer
+        self._active = list(range(len(self.states)))  # rows still generating
+        self._done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         now = time.monotonic()
@@ -105,16 +157,22 @@ class _BatchTracker(StoppingCriteria):
         logprobs = None
         if self.stash.last is not None:
             logprobs = self.stash.last.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
-        for i, state in enumerate(self.states):
-            if state.done:
-                continue
-            self._step(state, int(last[i]), None if logprobs is None else float(logprobs[i]), now)
-        done = torch.tensor([s.done for s in self.states], dtype=torch.bool, device=input_ids.device)
-        return done  # type: ignore[return-value]  # a BoolTensor in all but name
+        states = self.states
+        finished = False
+        for i in self._active:
+            state = states[i]
+            self._step(state, last[i], None if logprobs is None else logprobs[i], now)
+            finished = finished or state.done
+        if finished or self._done is None:
+            # Rebuilt only when a row finishes: this runs at every step of every batch.
+            self._active = [i for i in self._active if not states[i].done]
+            self._done = torch.tensor([s.done for s in states], dtype=torch.bool, device=input_ids.device)
+        return self._done  # type: ignore[return-value]  # a BoolTensor in all but name
 
     def _step(self, state: _RowState, token_id: int, logprob: float | None, now: float) -> None:
         row = state.row
-        if row.sink.cancelled():
+        sink = state.sink
+        if sink.cancelled():
             self._finish(state, RequestCancelled())
             return
         if now > row.deadline:
@@ -123,24 +181,37 @@ class _BatchTracker(StoppingCriteria):
         if state.first_token_at is None:
             state.first_token_at = now
         state.ids.append(token_id)
-        special = token_id in self.runner.special_ids
-        text = "" if special else self._incremental_text(state)
+        special = token_id in self.special_ids
+        if special:
+            text = ""
+        elif state.stream is not None:
+            # tokenizers' stream decoder: the incremental algorithm below, in Rust (a microsecond per token).
+            text = state.stream.step(self.backend, token_id) or ""
+            state.emitted_text += text
+        else:
+            text = self._incremental_text(state)
         if logprob is not None and not math.isfinite(logprob):
             logprob = None
-        token = Token(id=token_id, text=text, logprob=logprob, special=special)
+        token = Token(token_id, text, logprob, special)
         state.tokens.append(token)
         reason: FinishReason | None = None
-        if token_id in self.runner.eos_ids:
+        if token_id in self.eos_ids:
             reason = FinishReason.EOS
-        elif row.params.stop and any(s in state.emitted_text for s in row.params.stop):
+        elif state.stop and text and self._hit_stop(state, len(text)):
             reason = FinishReason.STOP
-        elif len(state.ids) >= row.params.max_new_tokens:
+        elif len(state.ids) >= state.max_new_tokens:
             reason = FinishReason.LENGTH
         if reason is None:
-            row.sink.on_token(token)
+            sink.on_token(token)
             row.emitted_tokens += 1
         else:
             self._complete(state, reason, token)
+
+    @staticmethod
+    def _hit_stop(state: _RowState, new_chars: int) -> bool:
+        # Only the tail can hold a stop sequence that was not there one step ago.
+        text = state.emitted_text
+        return any(s in text[-(len(s) + new_chars) :] for s in state.stop)
 
     def _incremental_text(self, state: _RowState) -> str:
         # TGI-style incremental detokenization: hold back text that ends inside a multi-byte character.
@@ -213,6 +284,8 @@ class TransformersRunner:
         hf_logging.disable_progress_bar()  # progress bars are not JSON; load events are logged instead
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            leave_a_core_to_the_event_loop()
         self.faults = faults or FaultInjector()
         self.source = source
         common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -232,6 +305,15 @@ class TransformersRunner:
             pad = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else (self.eos_ids or [0])[0]
         self.pad_id = int(pad)
         self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
+        # Incremental decoding through the fast tokenizer's own stream decoder, when it decodes exactly like
+        # ``decode`` (no clean-up of tokenization spaces applied on the Python side).
+        self.backend_tokenizer = getattr(self.tokenizer, "backend_tokenizer", None)
+        stream_class = _decode_stream_class()
+        self._decode_stream_class = (
+            stream_class
+            if self.backend_tokenizer is not None and not getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
+            else None
+        )
         resolved_revision = revision or str(getattr(config, "_commit_hash", None) or "local")
         self.info = ModelInfo(
             model_id=model_id,
@@ -249,6 +331,11 @@ class TransformersRunner:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def decode_stream(self) -> Any:
+        """A fresh incremental decoder for one row, or None to use the pure-Python algorithm."""
+        cls = self._decode_stream_class
+        return None if cls is None else cls(skip_special_tokens=True)
 
     def render_chat(self, user_message: str) -> str | None:
         if not getattr(self.tokenizer, "chat_template", None):

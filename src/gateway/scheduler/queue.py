@@ -98,6 +98,7 @@ class AdmissionQueue:
         self._clock = clock
         self._changed = asyncio.Event()
         self._closed = False
+        self.on_put: Callable[[], None] | None = None  # told after rows are queued (the scheduler's load estimate)
 
     @property
     def depth(self) -> int:
@@ -117,6 +118,8 @@ class AdmissionQueue:
         self.release(len(items))
         self._items.extend(items)
         self._changed.set()
+        if self.on_put is not None:
+            self.on_put()
 
     def close(self) -> list[WorkItem]:
         """Refuse new work and hand back what was still queued."""
@@ -149,11 +152,12 @@ class AdmissionQueue:
             return False
         return True
 
-    async def next_batch(self, max_size: int, max_wait_s: float, target: int) -> list[WorkItem]:
+    async def next_batch(self, max_size: int, max_wait_s: float, target: int | Callable[[], int] = 1) -> list[WorkItem]:
         """Wait for work, then take up to ``max_size`` items with the first item's settings.
 
         With fewer than ``target`` compatible items queued, wait up to ``max_wait_s`` for more to arrive;
-        ``target`` comes from the recent load, so a lone request under light load never waits.
+        ``target`` (a number, or a function asked once work is there) comes from the recent load, so a lone
+        request under light load never waits.
         """
         while True:
             self._drop_dead()
@@ -162,7 +166,7 @@ class AdmissionQueue:
             if self._closed:
                 return []
             await self._wait_change(None)
-        goal = min(target, max_size)
+        goal = min(target() if callable(target) else target, max_size)
         if goal > 1 and max_wait_s > 0:
             until = self._clock() + max_wait_s
             key = self._items[0].batch_key

@@ -2,7 +2,8 @@
 
 Each worker is an asyncio task with a thread of its own: it takes a batch from the shared queue, runs the
 runner's blocking ``generate`` on its thread (never on the event loop), and leaves the fan-out of results to the
-work items. Around each batch:
+work items. A batch is sized for the recent load (``ModelScheduler._target``): with more rows in the system than
+are queued, the worker waits up to ``max_batch_wait_s`` for them. Around each batch:
 
 - out of memory: free the allocator cache and run the batch again in halves, down to single rows; a row that
   already streamed tokens is failed rather than run twice; OOM at batch size 1 fails with ``fatal=True`` so
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,9 @@ from gateway.runners.base import ModelRunner
 from gateway.scheduler.queue import AdmissionQueue, WorkItem
 
 log = logging.getLogger("gateway.scheduler")
+
+# How long the peak load seen at admission keeps sizing batches (see ``ModelScheduler._target``).
+_LOAD_WINDOW_S = 1.0
 
 
 class BatchObserver(Protocol):
@@ -78,7 +83,10 @@ class ModelScheduler:
         self.observer = observer
         self._clock = clock
         self._workers = [_Worker(self, i) for i in range(workers)]
-        self._last_batch = 1
+        self._running: set[WorkItem] = set()
+        self._peak_load = 1
+        self._peak_at = -math.inf
+        self.queue.on_put = self._note_load
         self.running_rows = 0
 
     @property
@@ -100,15 +108,26 @@ class ModelScheduler:
         for worker in self._workers:
             worker.executor.shutdown(wait=False, cancel_futures=True)
 
+    def abandon(self, reason: GatewayError) -> int:
+        """Answer every queued and running row with ``reason`` now, and tell the running ones to stop.
+
+        For a drain that ran out of time: the clients get a proper error instead of a dropped connection.
+        Returns how many rows were answered.
+        """
+        items = [*self.queue.close(), *self._running]
+        for item in items:
+            item.cancel()
+            item.resolve(reason)
+        return len(items)
+
     async def _loop(self, worker: _Worker) -> None:
         while True:
-            target = self._last_batch + self.running_rows
-            batch = await self.queue.next_batch(self.max_batch_size, self.max_batch_wait_s, target)
+            batch = await self.queue.next_batch(self.max_batch_size, self.max_batch_wait_s, self._target)
             if not batch:
                 return
-            self._last_batch = len(batch)
             worker.busy = True
             self.running_rows += len(batch)
+            self._running.update(batch)
             try:
                 await self._run(worker, batch)
             except asyncio.CancelledError:
@@ -121,6 +140,26 @@ class ModelScheduler:
             finally:
                 worker.busy = False
                 self.running_rows -= len(batch)
+                self._running.difference_update(batch)
+
+    def _note_load(self) -> None:
+        """Called as rows are queued: the rows waiting plus those running and not yet answered."""
+        load = self.queue.depth + sum(1 for item in self._running if not item.future.done())
+        now = self._clock()
+        if load >= self._peak_load or now - self._peak_at > _LOAD_WINDOW_S:
+            self._peak_load, self._peak_at = load, now
+
+    def _target(self) -> int:
+        """How many rows a worker should wait for (up to ``max_batch_wait_s``) before it starts a batch.
+
+        The peak load seen at admission in the last second, shared among the workers. Under a steady load of
+        closed-loop clients this keeps one full batch, instead of two part batches that take turns for good (the
+        clients a batch answered come back while the next batch waits for them); when the load is light it is 1,
+        so a lone request on an idle worker starts at once.
+        """
+        if self._clock() - self._peak_at > _LOAD_WINDOW_S:
+            return 1
+        return max(1, math.ceil(self._peak_load / len(self._workers)))
 
     async def _run(self, worker: _Worker, batch: Sequence[WorkItem]) -> None:
         now = self._clock()
