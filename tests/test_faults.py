@@ -540,5 +540,6 @@ def test_cuda_and_cpu_out_of_memory_are_classified_as_oom() -> None:
     with pytest.raises(RuntimeError) as real:  # a real CPU allocation failure (1 PiB), as torch raises it
         torch.empty(2**50, dtype=torch.uint8)
     assert is_oom(real.value)
+    assert is_oom(MemoryError())  # Python's own allocation failure (a tokenizer, a list) on the worker thread
     assert not is_oom(RuntimeError("shape mismatch: [2, 3] vs [3, 2]"))
     assert not is_oom(ValueError("out of memory"))

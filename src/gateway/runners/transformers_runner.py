@@ -81,7 +81,7 @@ def _decode_stream_class() -> Any:
 
 
 def is_oom(error: BaseException) -> bool:
-    if isinstance(error, torch.cuda.OutOfMemoryError):
+    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return True
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _CPU_OOM_MARKERS)
 
