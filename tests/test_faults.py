@@ -22,6 +22,7 @@ from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.logs import json_formatter
 from gateway.runners.transformers_runner import is_oom
 from tests.conftest import ManualClock
+from tests.serving_helpers import wait_until
 
 GEN = DEMO_CAUSAL_ID
 TRANSITION_LOG = "circuit breaker transition"
@@ -81,14 +82,6 @@ async def ready_state(client: httpx.AsyncClient, model: str = GEN) -> tuple[int,
     if r.status_code != 200:
         assert r.headers["retry-after"]
     return r.status_code, r.json()["components"][model]["circuit_breaker"]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    until = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def engine_of(app: Any) -> Any:
