@@ -65,15 +65,6 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60.0) -> None
     raise AssertionError("the gateway did not become ready")
 
 
-async def settle(app: Any, timeout_s: float = 10.0) -> None:
-    """Wait until no batch is running or queued: a batch's stats are recorded just after its rows answer."""
-    services = app.state.engine.services.values()
-    until = time.monotonic() + timeout_s
-    while any(s.scheduler.running_rows or s.scheduler.queue.depth for s in services):
-        assert time.monotonic() < until, "batches did not settle"
-        await asyncio.sleep(0.005)
-
-
 @pytest.fixture
 def app_client(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
     """Factory: ``async with app_client(**settings) as (client, app):`` a ready app with a fresh registry."""

@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from prometheus_client.parser import text_string_to_metric_families
 from transformers import StoppingCriteria
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.logs import json_formatter
 from gateway.runners.transformers_runner import is_oom
 from tests.conftest import ManualClock
-from tests.serving_helpers import wait_until
+from tests.serving_helpers import clear_fault, hold_worker, metrics, sample, set_fault, settle, wait_queued
 
 GEN = DEMO_CAUSAL_ID
 TRANSITION_LOG = "circuit breaker transition"
@@ -41,30 +40,6 @@ async def gen(client: httpx.AsyncClient, inputs: str = "hello", **params: Any) -
 def assert_error(r: httpx.Response, status: int, error_type: str) -> None:
     assert r.status_code == status, r.text
     assert r.json()["error_type"] == error_type, r.text
-
-
-async def set_fault(client: httpx.AsyncClient, **plan: Any) -> None:
-    r = await client.post("/admin/faults", json=plan)
-    assert r.status_code == 200, r.text
-
-
-async def clear_fault(client: httpx.AsyncClient) -> None:
-    assert (await client.delete("/admin/faults")).status_code == 200
-
-
-async def metrics(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    r = await client.get("/metrics")
-    assert r.status_code == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def sample(m: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """A sample's value; 0 when the series does not exist yet (a labelled counter never incremented)."""
-    return m.get((name, frozenset(labels.items())), 0.0)
 
 
 async def breaker_metrics(client: httpx.AsyncClient, model: str = GEN) -> tuple[float, dict[str, float]]:
@@ -88,27 +63,11 @@ def engine_of(app: Any) -> Any:
     return app.state.engine
 
 
-async def hold_worker(client: httpx.AsyncClient, app: Any, **params: Any) -> asyncio.Task[httpx.Response]:
-    """Stall the generation worker on one request (until the fault plan changes) and return that request."""
-    engine = engine_of(app)
-    taken = engine.faults.injected
-    await set_fault(client, kind="stall", count=1, seconds=60)
-    blocker = asyncio.ensure_future(gen(client, "block", **params))
-    await wait_until(lambda: engine.faults.injected == taken + 1, what="the stall to start")
-    return blocker
-
-
 async def queue_batch(client: httpx.AsyncClient, app: Any, n: int, **params: Any) -> list[asyncio.Task[httpx.Response]]:
     """Queue ``n`` identical requests behind a stalled worker, so that they form one batch when it is freed."""
-    queue = engine_of(app).generation.scheduler.queue
     tasks = [asyncio.ensure_future(gen(client, f"request {i}", **params)) for i in range(n)]
-    await wait_until(lambda: queue.depth == n, what=f"{n} queued requests")
+    await wait_queued(app, n)
     return tasks
-
-
-async def worker_idle(app: Any) -> None:
-    scheduler = engine_of(app).generation.scheduler
-    await wait_until(lambda: scheduler.running_rows == 0 and scheduler.queue.depth == 0, what="an idle worker")
 
 
 @pytest.fixture
@@ -382,7 +341,7 @@ async def test_oom_on_a_batch_of_8_is_retried_in_halves(
         access = {line["request_id"]: line for line in json_logs("gateway.access", "request finished")}
         sizes = sorted(access[r.headers["x-request-id"]]["batch_size"] for r in responses)
         assert sizes == sorted(final_sizes)
-        await worker_idle(app)  # the last batch is counted just after its rows are answered
+        await settle(app)  # the last batch is counted just after its rows are answered
         m = await metrics(client)
         assert sample(m, "gateway_batch_size_count", model=GEN) == len(attempts)
         assert sample(m, "gateway_batch_size_sum", model=GEN) == sum(attempts)
@@ -453,7 +412,7 @@ async def test_stalled_worker_is_replaced_and_its_requests_answered(
 async def test_hung_generations_count_towards_the_breaker(app_client: AppClient) -> None:
     async with app_client(enable_faults=True, watchdog_s=0.5, breaker_failure_threshold=2) as (client, app):
         for _ in range(2):
-            await worker_idle(app)
+            await settle(app)
             assert_error(await (await hold_worker(client, app)), 500, "worker_stalled")
         assert await ready_state(client) == (503, "open")
 
@@ -470,7 +429,7 @@ async def test_deadline_passed_mid_generation_counts_but_not_while_queued(app_cl
 
         # One that passes while the model works on it does count.
         for _ in range(2):
-            await worker_idle(app)
+            await settle(app)
             assert_error(await (await hold_worker(client, app, timeout_s=0.5)), 504, "timeout")
             await clear_fault(client)
         assert await ready_state(client) == (503, "open")

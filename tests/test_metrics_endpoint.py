@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
-from tests.conftest import settle
+from tests.serving_helpers import settle
 
 GEN = DEMO_CAUSAL_ID
 TRANS = DEMO_SEQ2SEQ_ID
