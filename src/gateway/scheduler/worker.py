@@ -87,7 +87,11 @@ class ModelScheduler:
         self._peak_load = 1
         self._peak_at = -math.inf
         self.queue.on_put = self._note_load
-        self.running_rows = 0
+
+    @property
+    def running_rows(self) -> int:
+        """Rows in batches that are running now."""
+        return len(self._running)
 
     @property
     def workers_alive(self) -> int:
@@ -126,7 +130,6 @@ class ModelScheduler:
             if not batch:
                 return
             worker.busy = True
-            self.running_rows += len(batch)
             self._running.update(batch)
             try:
                 await self._run(worker, batch)
@@ -139,7 +142,6 @@ class ModelScheduler:
                 self._fail(batch, ModelError())
             finally:
                 worker.busy = False
-                self.running_rows -= len(batch)
                 self._running.difference_update(batch)
 
     def _note_load(self) -> None:
@@ -197,8 +199,7 @@ class ModelScheduler:
             # Nothing smaller to try, streamed or not: the breaker trips at once.
             for item in pending:
                 item.resolve(OutOfMemory("the model ran out of memory at batch size 1", fatal=True))
-            await asyncio.get_running_loop().run_in_executor(worker.executor, self.runner.free_memory)
-            return
+            pending = []
         for item in pending:
             if item.row.emitted_tokens:
                 item.resolve(OutOfMemory())  # already streamed: running it again would repeat tokens
