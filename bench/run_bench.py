@@ -471,15 +471,22 @@ def server_latencies(log: Path, status: int) -> list[float]:
     return out
 
 
-def report(
-    args: argparse.Namespace,
-    levels: list[Level],
-    pairs: list[tuple[float, float]],
-    overload: Overload,
-    rejected_server: list[float],
-    scrapes: list[float],
-    missing: list[str],
-) -> str:
+@dataclass
+class Run:
+    """Everything one benchmark run measured: what ``report`` and ``summary`` present."""
+
+    args: argparse.Namespace
+    levels: list[Level]
+    pairs: list[tuple[float, float]]
+    overload: Overload
+    rejected_server: list[float]
+    scrapes: list[float]
+    missing: list[str]
+
+
+def report(run: Run) -> str:
+    args, levels, pairs, overload = run.args, run.levels, run.pairs, run.overload
+    rejected_server, scrapes, missing = run.rejected_server, run.scrapes, run.missing
     by_c = {lv.concurrency: lv for lv in levels}
     limits = [i for lv in levels for _, i in lv.rounds]
     best_limit = max(limits)
@@ -578,16 +585,10 @@ def report(
     return "\n".join(lines)
 
 
-def summary(
-    args: argparse.Namespace,
-    levels: list[Level],
-    pairs: list[tuple[float, float]],
-    overload: Overload,
-    rejected_server: list[float],
-    scrapes: list[float],
-    missing: list[str],
-) -> dict[str, Any]:
+def summary(run: Run) -> dict[str, Any]:
     """The run's numbers, for comparing runs (``latest.json``)."""
+    args, levels, pairs, overload = run.args, run.levels, run.pairs, run.overload
+    rejected_server, scrapes, missing = run.rejected_server, run.scrapes, run.missing
 
     def pct(values: list[float]) -> dict[str, float]:
         return {f"p{q}": round(percentile(values, q / 100) * 1000, 2) for q in (50, 95, 99, 100)}
@@ -718,14 +719,13 @@ def main() -> int:
         overload = asyncio.run(run_overload(gw, args.max_new_tokens, args.overload_s))
 
     rejected_server = server_latencies(args.out / "gateway-overload.log", 429)
-    text = report(args, levels, pairs, overload, rejected_server, scrapes, missing)
+    run = Run(args, levels, pairs, overload, rejected_server, scrapes, missing)
+    text = report(run)
     text += f"\nWhole run: {time.monotonic() - started:.0f} s.\n"
     print(text)
     (args.out / "latest.md").write_text(text)
     plot(args.out / "latest.png", levels, args.max_new_tokens)
-    (args.out / "latest.json").write_text(
-        json.dumps(summary(args, levels, pairs, overload, rejected_server, scrapes, missing), indent=1)
-    )
+    (args.out / "latest.json").write_text(json.dumps(summary(run), indent=1))
     return 0
 
 
