@@ -97,13 +97,18 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
-    alerts = {
-        rule["alert"]
-        for group in _load_yaml(PROM_DIR / "rules" / "alerts.yml")["groups"]
+def _rule_names(rules_file: str, kind: str) -> set[str]:
+    """The names of the rules of one kind ("alert" or "record") in a shipped rules file."""
+    return {
+        rule[kind]
+        for group in _load_yaml(PROM_DIR / "rules" / rules_file)["groups"]
         for rule in group["rules"]
-        if "alert" in rule
+        if kind in rule
     }
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
+    alerts = _rule_names("alerts.yml", "alert")
     firing: set[str] = set()
     silent: set[str] = set()
     for test_file in RULE_TEST_FILES:
@@ -115,12 +120,7 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
 
 
 def test_every_recording_rule_has_a_unit_test() -> None:
-    records = {
-        rule["record"]
-        for group in _load_yaml(PROM_DIR / "rules" / "recording.yml")["groups"]
-        for rule in group["rules"]
-        if "record" in rule
-    }
+    records = _rule_names("recording.yml", "record")
     tested: set[str] = set()
     for test_file in RULE_TEST_FILES:
         for case in _load_yaml(test_file).get("tests", []):
