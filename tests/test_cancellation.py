@@ -37,18 +37,18 @@ from tests.serving_helpers import (
 
 
 class RowSpy:
-    """Wraps a runner's ``generate``: keeps every batch's rows so a test can read how many tokens each emitted."""
+    """Wraps a runner's ``submit``: keeps every batch's rows so a test can read how many tokens each emitted."""
 
     def __init__(self, runner: Any) -> None:
         self.batches: list[Sequence[Row]] = []
-        self._generate = runner.generate
+        self._submit = runner.submit
         self._lock = threading.Lock()
-        runner.generate = self
+        runner.submit = self
 
-    def __call__(self, rows: Sequence[Row]) -> None:
+    def __call__(self, rows: Sequence[Row]) -> Any:
         with self._lock:
             self.batches.append(rows)
-        self._generate(rows)
+        return self._submit(rows)
 
     def row_for(self, prompt_ids: list[int]) -> Row:
         with self._lock:

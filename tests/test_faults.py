@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from transformers import StoppingCriteria
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.logs import json_formatter
@@ -283,25 +282,18 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
 ) -> None:
     async with app_client(breaker_failure_threshold=5) as (client, app):
         model = engine_of(app).generation.runner.model
-        real_generate = model.generate
+        real_forward = model.forward
+        calls = 0
 
-        class OomAfter(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
-            """A stopping criterion that runs out of memory at the third step, after tokens went out."""
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            """Runs out of memory at the third forward pass (prefill, step, step): after tokens went out."""
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real_forward(*args, **kwargs)
 
-            def __init__(self) -> None:
-                self.steps = 0
-
-            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-                self.steps += 1
-                if self.steps == 3:
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-        def generate(*args: Any, **kwargs: Any) -> Any:
-            kwargs["stopping_criteria"].append(OomAfter())
-            return real_generate(*args, **kwargs)
-
-        monkeypatch.setattr(model, "generate", generate)
+        monkeypatch.setattr(model, "forward", forward)
         r = await client.post("/generate_stream", json={"inputs": "hello", "parameters": {"max_new_tokens": 10}})
         assert r.status_code == 200
         events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
@@ -326,8 +318,9 @@ async def test_oom_on_a_batch_of_8_is_retried_in_halves(
     final_sizes: list[int],
     attempts: list[int],
 ) -> None:
-    async with app_client(enable_faults=True, breaker_failure_threshold=1, max_batch_size=8) as (client, app):
-        blocker = await hold_worker(client, app)
+    # Room for the blocker's row beside the 8, which then join as one group.
+    async with app_client(enable_faults=True, breaker_failure_threshold=1, max_batch_size=9) as (client, app):
+        blocker = await hold_worker(client, app, max_new_tokens=1)  # answered as it joins: decodes beside nobody
         tasks = await queue_batch(client, app, 8)
         await set_fault(client, kind="oom", count=oom_batches)  # replaces the stall, which frees the worker
         assert (await blocker).status_code == 200

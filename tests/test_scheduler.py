@@ -164,24 +164,29 @@ async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner)
         await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), timeout=20)
 
     try:
-        # The worker is held in a one-row batch while five more rows queue up: six rows are in the system.
+        # The decode loop is held admitting a one-row group while five more rows queue up: six rows in the system.
         runner.faults.set(FaultPlan(kind="stall", count=1, seconds=60))
         first = submit(1)
         await wait_until(lambda: runner.faults.injected == 1, what="the stall")
         second = submit(5)
         runner.faults.clear()
-        await answered(first)
-        # The next batch waits (within its 30 s window) for a sixth row, as a returning client would send...
-        await wait_until(lambda: len(log.sizes) == 1, what="the first batch")
-        third = submit(1)
-        await answered(second + third)
-        await wait_until(lambda: len(log.sizes) == 2, what="the second batch")  # recorded just after its rows
-        assert log.sizes == [1, 6]
+        # One row is generating, so five are expected: they join at once as one group (no 30 s wait).
+        await answered(first + second)
+        await wait_until(lambda: len(log.sizes) == 2, what="two groups")  # recorded just after their rows
+        assert sorted(log.sizes) == [1, 5]
+        # Nothing is running now and six rows were in the system a moment ago: the next group waits (within its
+        # 30 s window) for the returning rows instead of starting with the first one alone.
+        lone = submit(1)
+        await asyncio.sleep(0.05)
+        assert not any(i.future.done() for i in lone) and scheduler.queue.depth == 1
+        await answered(lone + submit(5))
+        await wait_until(lambda: len(log.sizes) == 3, what="the third group")
+        assert log.sizes[-1] == 6
         # ... but once the load has been light for a while, a lone row starts at once despite the long window.
         clock.advance(5.0)
         await answered(submit(1))
-        await wait_until(lambda: len(log.sizes) == 3, what="the third batch")
-        assert log.sizes == [1, 6, 1]
+        await wait_until(lambda: len(log.sizes) == 4, what="the fourth group")
+        assert log.sizes[-1] == 1
     finally:
         runner.faults.clear()
         await scheduler.close(RequestCancelled())

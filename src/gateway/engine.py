@@ -209,7 +209,6 @@ class Engine:
             max_queue=s.max_queue,
             max_batch_size=s.max_batch_size,
             max_batch_wait_s=s.max_batch_wait_ms / 1000.0,
-            workers=s.workers_per_model,
             watchdog_s=s.watchdog_s,
             observer=_Observer(name, self.sink),
             clock=self.clock,

@@ -58,10 +58,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1)
     max_batch_wait_ms: float = Field(25.0, ge=0)
     max_queue: int = Field(256, ge=1)
-    workers_per_model: int = Field(1, ge=1, le=16)
+    model_process: bool = Field(
+        False, description="run each model's decode loop in a process of its own (false: a thread of this process)"
+    )
     request_timeout_s: float = Field(60.0, gt=0)
     max_request_timeout_s: float = Field(600.0, gt=0)
-    watchdog_s: float = Field(120.0, gt=0, description="a batch running longer than this replaces its worker")
+    watchdog_s: float = Field(120.0, gt=0, description="a submission running longer than this resets the decode loop")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight work on SIGTERM")
 
     # Circuit breaker

@@ -278,7 +278,8 @@ async def info(request: Request) -> dict[str, Any]:
             "max_batch_size": s.max_batch_size,
             "max_batch_wait_ms": s.max_batch_wait_ms,
             "max_queue": s.max_queue,
-            "workers_per_model": s.workers_per_model,
+            "continuous": True,
+            "model_process": s.model_process,
         },
     }
 

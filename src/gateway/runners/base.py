@@ -1,19 +1,23 @@
-"""The runner seam. A runner is blocking and runs on a worker thread; it knows nothing of HTTP or asyncio.
+"""The runner seam. A runner decodes on a thread (or a process) of its own; it knows nothing of HTTP or asyncio.
 
-``generate(rows)`` runs one batch. Each row reports through its ``RowSink``: tokens as they are chosen (for
-streaming) and exactly one ``on_done`` with a ``GenerationOutput`` or a ``GatewayError`` (cancelled, deadline).
-A row may finish early (its own stop sequence, EOS, cancellation) while the rest of the batch goes on. If
-``generate`` raises (``OutOfMemory``, ``ModelError``), the rows that have not had ``on_done`` are not finished
-and the caller decides what to do with them (retry in halves, or fail them).
+``submit(rows)`` hands over one group of rows with equal sampling settings and returns a ``Submission`` at
+once. Each row reports through its ``RowSink`` (called from the runner's thread): tokens as they are chosen
+(for streaming) and exactly one ``on_done`` with a ``GenerationOutput`` or a ``GatewayError`` (cancelled,
+deadline). A row may finish early (its own stop sequence, EOS, cancellation) while the rest go on. If the
+submission fails (``submission.done`` raises ``OutOfMemory``, ``ModelError`` or ``WorkerStalled``), its rows
+that have not had ``on_done`` are not finished and the caller decides what to do with them (retry in halves,
+or fail them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import GatewayError
+from gateway.runners.faults import FaultPlan
 from gateway.types import GenerationOutput, GenerationParams, ModelInfo, Token
 
 
@@ -33,6 +37,18 @@ class Row:
     sink: RowSink
     emitted_tokens: int = 0
     done: bool = field(default=False)
+
+
+@dataclass(eq=False)
+class Submission:
+    """One group of rows handed to a runner, and how it went (both futures are completed from its thread)."""
+
+    rows: list[Row]
+    fault: FaultPlan | None = None  # an injected fault this submission will meet (``FaultInjector``)
+    # True once the rows are in the running batch (or, on the one-batch-per-call path, have run); False if not.
+    admitted: Future[bool] = field(default_factory=Future)
+    # The most rows decoded together while these ran; or the error that stopped the rows not yet answered.
+    done: Future[int] = field(default_factory=Future)
 
 
 @dataclass(frozen=True)
@@ -62,8 +78,13 @@ class ModelRunner(Protocol):
 
     def translation_spec(self, template_languages: Sequence[str]) -> TranslationSpec: ...
 
-    def generate(self, rows: Sequence[Row]) -> None: ...
+    @property
+    def alive(self) -> bool: ...
 
-    def free_memory(self) -> None: ...
+    def start(self) -> None: ...
+
+    def submit(self, rows: Sequence[Row]) -> Submission: ...
+
+    def reset(self, reason: GatewayError) -> None: ...
 
     def close(self) -> None: ...

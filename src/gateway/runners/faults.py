@@ -1,7 +1,8 @@
 """Fault injection for rehearsals and tests: makes the real runner fail the next N batches (or a fraction).
 
-Off unless ``GATEWAY_ENABLE_FAULTS=true``. The runner calls ``before_batch()`` inside its own error handling,
-so an injected fault travels the same path as a real one.
+Off unless ``GATEWAY_ENABLE_FAULTS=true``. A runner ``take``s the fault of each submission when it is handed
+over, and ``apply``s it inside its own error handling when the submission is admitted, so an injected fault
+travels the same path as a real one.
 
 One plan at a time: ``set()`` replaces the plan. A stall in progress ends early when the plan is replaced or
 cleared (``DELETE /admin/faults``, or shutdown), so an injected stall never holds a thread, or the process's
@@ -63,7 +64,8 @@ class FaultInjector:
                 "injected": self.injected,
             }
 
-    def _take(self) -> tuple[FaultPlan, threading.Event] | None:
+    def take(self) -> FaultPlan | None:
+        """The fault the next submission meets, if any (counted as injected)."""
         with self._lock:
             plan = self._plan
             if plan is None:
@@ -78,17 +80,16 @@ class FaultInjector:
             elif plan.ratio is None or self._rng.random() >= plan.ratio:
                 return None
             self.injected += 1
-            return plan, self._wake
+            return plan
 
-    def before_batch(self, oom_error: type[BaseException]) -> None:
-        """Raise or stall as planned; ``oom_error`` is the runtime's own out-of-memory exception class."""
-        taken = self._take()
-        if taken is None:
-            return
-        plan, wake = taken
+    def apply(self, plan: FaultPlan, oom_error: type[BaseException], wake: threading.Event | None = None) -> None:
+        """Raise or stall as ``plan`` says; ``oom_error`` is the runtime's own out-of-memory exception class.
+
+        A stall ends early when ``wake`` is set (by default: when this injector's plan next changes).
+        """
         if plan.kind == "oom":
             raise oom_error("CUDA out of memory. (injected fault)")
         if plan.kind == "error":
             raise RuntimeError("injected model error")
         if plan.kind == "stall":
-            wake.wait(plan.seconds)
+            (wake or self._wake).wait(plan.seconds)

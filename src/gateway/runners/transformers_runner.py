@@ -1,40 +1,45 @@
-"""The transformers runner: the only module that imports torch.
+"""The transformers runner: loads a model and runs its decode loop on a thread of its own.
 
-Loads a model through the Auto classes (safetensors only, ``trust_remote_code`` only when asked), and runs one
-batch per ``generate`` call with per-row stopping: each row stops at its own ``max_new_tokens``, stop sequences,
-EOS, cancellation or deadline, and is answered at that step while the others go on.
+Loads a model through the Auto classes (safetensors only, ``trust_remote_code`` only when asked). ``submit``
+hands a group of rows (one submission, equal sampling settings) to the decode loop and returns at once:
+
+- causal LMs use continuous batching (``CausalBatch``): a submission is prefilled and joins the running batch
+  between two decoding steps, and each row leaves the batch the step it finishes;
+- sequence-to-sequence models (and causal LMs whose cache the batch cannot reshape) run each submission as one
+  ``generate`` call, with per-row stopping through a stopping criterion.
+
+Either way each row stops at its own ``max_new_tokens``, stop sequences, EOS, cancellation or deadline, and is
+answered that step. torch is imported by this module and ``causal_batch`` only.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
-    AutoTokenizer,
     LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.utils import logging as hf_logging
 
-from gateway.errors import DeadlineExceeded, GatewayError, ModelError, OutOfMemory, RequestCancelled
-from gateway.languages import LANGUAGE_NAMES, NLLB_CODES
-from gateway.runners.base import Row, TranslationSpec
+from gateway.errors import GatewayError, ModelError, OutOfMemory
+from gateway.runners.base import Row, Submission
+from gateway.runners.causal_batch import CausalBatch, Sampler, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
-from gateway.types import FinishReason, GenerationOutput, ModelInfo, Token
+from gateway.runners.model_files import ModelFiles
+from gateway.runners.rows import RowState, RowTracker
 
 log = logging.getLogger("gateway.runner")
 
@@ -71,15 +76,6 @@ def leave_a_core_to_the_event_loop() -> None:
     torch.set_num_threads(max(1, cores - 1))
 
 
-def _decode_stream_class() -> Any:
-    """tokenizers' incremental decoder (tokenizers >= 0.21), or None."""
-    try:
-        from tokenizers.decoders import DecodeStream
-    except ImportError:  # pragma: no cover - older tokenizers
-        return None
-    return DecodeStream
-
-
 def is_oom(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return True
@@ -102,52 +98,18 @@ class _LogprobStash(LogitsProcessor):
 _LogprobStash.__call__.__signature__ = inspect.signature(_LogprobStash.__call__)  # type: ignore[attr-defined]
 
 
-class _RowState:
-    __slots__ = (
-        "done",
-        "emitted_text",
-        "first_token_at",
-        "ids",
-        "max_new_tokens",
-        "prefix_offset",
-        "read_offset",
-        "row",
-        "sink",
-        "stop",
-        "stream",
-        "tokens",
-    )
+class _StaticTracker(StoppingCriteria):
+    """For one ``generate`` call: after every step, hands each row's new token to the ``RowTracker``."""
 
-    def __init__(self, row: Row, stream: Any) -> None:
-        self.row = row
-        self.stream = stream
-        # Copied out of the row: read for every row at every step.
-        self.sink = row.sink
-        self.stop = row.params.stop
-        self.max_new_tokens = row.params.max_new_tokens
-        self.ids: list[int] = []
-        self.tokens: list[Token] = []
-        self.done = False
-        self.prefix_offset = 0
-        self.read_offset = 0
-        self.emitted_text = ""
-        self.first_token_at: float | None = None
-
-
-class _BatchTracker(StoppingCriteria):
-    """Called by ``generate`` after every step: records each row's new token and finishes rows one by one."""
-
-    def __init__(self, runner: TransformersRunner, rows: Sequence[Row], stash: _LogprobStash, seed: int | None):
-        self.runner = runner
-        self.states = [_RowState(r, runner.decode_stream()) for r in rows]
+    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: _LogprobStash, seed: int | None):
+        started = time.monotonic()
+        self.tracker = tracker
+        self.states = [tracker.start(r, seed, started) for r in rows]
+        for state in self.states:
+            state.batch_size = len(rows)
         self.stash = stash
-        self.seed = seed
-        self.started = time.monotonic()
         # generate() pads finished rows when an EOS criterion is present; this attribute marks us as one.
-        self.eos_token_id = runner.eos_ids
-        self.eos_ids = frozenset(runner.eos_ids)
-        self.special_ids = runner.special_ids
-        self.backend = runner.backend_tokenizer
+        self.eos_token_id = list(tracker.eos_ids)
         self._active = list(range(len(self.states)))  # rows still generating
         self._done: torch.Tensor | None = None
 
@@ -159,9 +121,10 @@ class _BatchTracker(StoppingCriteria):
             logprobs = self.stash.last.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
         states = self.states
         finished = False
+        step = self.tracker.step
         for i in self._active:
             state = states[i]
-            self._step(state, last[i], None if logprobs is None else logprobs[i], now)
+            step(state, last[i], None if logprobs is None else logprobs[i], now)
             finished = finished or state.done
         if finished or self._done is None:
             # Rebuilt only when a row finishes: this runs at every step of every batch.
@@ -169,104 +132,136 @@ class _BatchTracker(StoppingCriteria):
             self._done = torch.tensor([s.done for s in states], dtype=torch.bool, device=input_ids.device)
         return self._done  # type: ignore[return-value]  # a BoolTensor in all but name
 
-    def _step(self, state: _RowState, token_id: int, logprob: float | None, now: float) -> None:
-        row = state.row
-        sink = state.sink
-        if sink.cancelled():
-            self._finish(state, RequestCancelled())
-            return
-        if now > row.deadline:
-            self._finish(state, DeadlineExceeded(during_generation=True))
-            return
-        if state.first_token_at is None:
-            state.first_token_at = now
-        state.ids.append(token_id)
-        special = token_id in self.special_ids
-        if special:
-            text = ""
-        elif state.stream is not None:
-            # tokenizers' stream decoder: the incremental algorithm below, in Rust (a microsecond per token).
-            text = state.stream.step(self.backend, token_id) or ""
-            state.emitted_text += text
-        else:
-            text = self._incremental_text(state)
-        if logprob is not None and not math.isfinite(logprob):
-            logprob = None
-        token = Token(token_id, text, logprob, special)
-        state.tokens.append(token)
-        reason: FinishReason | None = None
-        if token_id in self.eos_ids:
-            reason = FinishReason.EOS
-        elif state.stop and text and self._hit_stop(state, len(text)):
-            reason = FinishReason.STOP
-        elif len(state.ids) >= state.max_new_tokens:
-            reason = FinishReason.LENGTH
-        if reason is None:
-            sink.on_token(token)
-            row.emitted_tokens += 1
-        else:
-            self._complete(state, reason, token)
-
-    @staticmethod
-    def _hit_stop(state: _RowState, new_chars: int) -> bool:
-        # Only the tail can hold a stop sequence that was not there one step ago.
-        text = state.emitted_text
-        return any(s in text[-(len(s) + new_chars) :] for s in state.stop)
-
-    def _incremental_text(self, state: _RowState) -> str:
-        # TGI-style incremental detokenization: hold back text that ends inside a multi-byte character.
-        decode = self.runner.decode
-        prefix = decode(state.ids[state.prefix_offset : state.read_offset])
-        full = decode(state.ids[state.prefix_offset :])
-        if len(full) > len(prefix) and not full.endswith("\ufffd"):
-            new = full[len(prefix) :]
-            state.prefix_offset = state.read_offset
-            state.read_offset = len(state.ids)
-            state.emitted_text += new
-            return new
-        return ""
-
-    def _complete(self, state: _RowState, reason: FinishReason, last: Token) -> None:
-        text = self.runner.decode(state.ids)
-        if not text.startswith(state.emitted_text):
-            text = state.emitted_text
-        rest = text[len(state.emitted_text) :]
-        if rest:
-            # Bytes that were held back (an incomplete character at the very end) go out with the last token.
-            last = Token(id=last.id, text=last.text + rest, logprob=last.logprob, special=last.special)
-            state.tokens[-1] = last
-            state.emitted_text += rest
-        state.row.sink.on_token(last)
-        state.row.emitted_tokens += 1
-        now = time.monotonic()
-        output = GenerationOutput(
-            text=text,
-            finish_reason=reason,
-            prompt_tokens=len(state.row.input_ids),
-            tokens=state.tokens,
-            seed=self.seed,
-            inference_s=now - self.started,
-            first_token_s=(state.first_token_at - self.started) if state.first_token_at else None,
-            batch_size=len(self.states),
-        )
-        self._finish(state, output)
-
-    def _finish(self, state: _RowState, outcome: GenerationOutput | GatewayError) -> None:
-        state.done = True
-        state.row.done = True
-        state.row.sink.on_done(outcome)
-
     def finish_remaining(self) -> None:
         for state in self.states:
-            if not state.done:
-                last = state.tokens[-1] if state.tokens else Token(id=-1, text="", logprob=None, special=True)
-                if not state.tokens:
-                    state.tokens.append(last)
-                self._complete(state, FinishReason.LENGTH, last)
+            self.tracker.finish_at_length(state)
 
 
-class TransformersRunner:
-    """A transformers model and tokenizer on one device."""
+def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Complete a future unless it is already complete (a reset may have answered it from another thread)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+class _DecodeLoop:
+    """The runner's thread: admits submissions between steps and decodes the running batch.
+
+    A reset abandons a loop (its thread may be stuck in a hung kernel or an injected stall): ``stopped`` is set,
+    and when the thread wakes it touches only its own batch and futures that are already answered.
+    """
+
+    def __init__(self, runner: TransformersRunner, generation: int) -> None:
+        self.runner = runner
+        self.inbox: deque[Submission] = deque()
+        self.running: list[tuple[Submission, list[RowState]]] = []
+        self.admitting: Submission | None = None
+        self.condition = threading.Condition()
+        self.stopped = False
+        self.batch = (
+            CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device) if runner.continuous else None
+        )
+        name = f"gateway-{runner.info.model_id.replace('/', '_')}-loop{generation}"
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def put(self, submission: Submission) -> None:
+        with self.condition:
+            if self.stopped:
+                raise RuntimeError("decode loop stopped")
+            self.inbox.append(submission)
+            self.condition.notify()
+
+    def stop(self, reason: GatewayError) -> None:
+        """Stop taking work; every submission not finished yet fails with ``reason``."""
+        with self.condition:
+            self.stopped = True
+            pending = [*self.inbox, *(s for s, _ in self.running)]
+            if self.admitting is not None:
+                pending.append(self.admitting)
+            self.inbox.clear()
+            self.running = []
+            self.condition.notify()
+        for submission in pending:
+            _settle(submission.admitted, False)
+            _settle(submission.done, error=reason)
+
+    def _take(self, block: bool) -> list[Submission]:
+        with self.condition:
+            while block and not self.inbox and not self.stopped:
+                self.condition.wait()
+            if self.stopped:
+                return []
+            taken = list(self.inbox)
+            self.inbox.clear()
+            return taken
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self.stopped:
+                for submission in self._take(block=not self.batch):
+                    self._admit(submission)
+                if self.batch and not self.stopped:
+                    self._step()
+
+    def _admit(self, submission: Submission) -> None:
+        self.admitting = submission
+        try:
+            self._join(submission)
+        finally:
+            self.admitting = None
+
+    def _join(self, submission: Submission) -> None:
+        rows = submission.rows
+        try:
+            if submission.fault is not None:
+                self.runner.faults.apply(submission.fault, torch.cuda.OutOfMemoryError)
+            if self.stopped:
+                return
+            if self.batch is None:
+                self.runner.generate_static(rows)
+                _settle(submission.admitted, True)
+                _settle(submission.done, len(rows))
+                return
+            states = self.batch.join(rows, Sampler(rows[0].params.sampling, self.runner.device))
+        except Exception as exc:
+            _settle(submission.admitted, False)
+            _settle(submission.done, error=self.runner.failure(exc))
+            return
+        _settle(submission.admitted, True)
+        self.running.append((submission, states))
+        self._settle_finished()
+
+    def _step(self) -> None:
+        assert self.batch is not None
+        try:
+            self.batch.step()
+        except Exception as exc:
+            error = self.runner.failure(exc)
+            self.batch.fail_all()  # the rows not answered yet go back to the scheduler with the error
+            running, self.running = self.running, []
+            for submission, _ in running:
+                _settle(submission.done, error=error)
+            return
+        self._settle_finished()
+
+    def _settle_finished(self) -> None:
+        if not self.running:
+            return
+        still = []
+        for submission, states in self.running:
+            if all(s.done for s in states):
+                _settle(submission.done, max(s.batch_size for s in states))
+            else:
+                still.append((submission, states))
+        self.running = still
+
+
+class TransformersRunner(ModelFiles):
+    """A transformers model and its decode loop on one device."""
 
     def __init__(
         self,
@@ -280,126 +275,79 @@ class TransformersRunner:
         is_demo: bool = False,
         faults: FaultInjector | None = None,
     ) -> None:
-        source = path or model_id
-        hf_logging.disable_progress_bar()  # progress bars are not JSON; load events are logged instead
+        super().__init__(model_id, path=path, revision=revision, trust_remote_code=trust_remote_code)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if self.device.type == "cpu":
             leave_a_core_to_the_event_loop()
         self.faults = faults or FaultInjector()
-        self.source = source
-        common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-        config = AutoConfig.from_pretrained(source, **common)
-        self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **common)
         auto = AutoModelForSeq2SeqLM if self.is_seq2seq else AutoModelForCausalLM
-        self.model = auto.from_pretrained(source, dtype=self.dtype, use_safetensors=True, **common)
+        common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        self.model = auto.from_pretrained(self.source, dtype=self.dtype, use_safetensors=True, **common)
         self.model.to(self.device)
         self.model.eval()
-        self.model_type = str(getattr(config, "model_type", ""))
-        gen_cfg = self.model.generation_config
-        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids: list[int] = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else (self.eos_ids or [0])[0]
-        self.pad_id = int(pad)
-        self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
-        # Incremental decoding through the fast tokenizer's own stream decoder, when it decodes exactly like
-        # ``decode`` (no clean-up of tokenization spaces applied on the Python side).
-        self.backend_tokenizer = getattr(self.tokenizer, "backend_tokenizer", None)
-        stream_class = _decode_stream_class()
-        self._decode_stream_class = (
-            stream_class
-            if self.backend_tokenizer is not None and not getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
-            else None
+        self.tracker = RowTracker(
+            self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids
         )
-        resolved_revision = revision or str(getattr(config, "_commit_hash", None) or "local")
-        self.info = ModelInfo(
-            model_id=model_id,
-            revision=resolved_revision,
-            task="text2text-generation" if self.is_seq2seq else "text-generation",
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            is_demo=is_demo,
+        self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
+        self._lock = threading.Lock()
+        self._loop: _DecodeLoop | None = None
+        self._generation = 0
+        self.info = self.model_info(
+            device=str(self.device), dtype=str(self.dtype).removeprefix("torch."), is_demo=is_demo
         )
 
-    # -- tokenizer helpers (called from the event loop thread; the fast tokenizer is thread safe for these) --
+    # -- generation --
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+    def start(self) -> None:
+        """Start the decode loop (idempotent)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = self._new_loop()
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+    def _new_loop(self) -> _DecodeLoop:
+        self._generation += 1
+        loop = _DecodeLoop(self, self._generation)
+        loop.thread.start()
+        return loop
 
-    def decode_stream(self) -> Any:
-        """A fresh incremental decoder for one row, or None to use the pure-Python algorithm."""
-        cls = self._decode_stream_class
-        return None if cls is None else cls(skip_special_tokens=True)
+    @property
+    def alive(self) -> bool:
+        loop = self._loop
+        return loop is not None and loop.thread.is_alive() and not loop.stopped
 
-    def render_chat(self, user_message: str) -> str | None:
-        if not getattr(self.tokenizer, "chat_template", None):
-            return None
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
-        return str(rendered)
-
-    def token_id(self, token: str) -> int | None:
-        tid = self.tokenizer.convert_tokens_to_ids(token)
-        if tid is None or tid == self.tokenizer.unk_token_id:
-            return None
-        return int(tid)
-
-    def translation_spec(self, template_languages: Sequence[str]) -> TranslationSpec:
-        """Work out how this model translates (see ``TranslationSpec``)."""
-        sidecar = Path(self.source) / "gateway-languages.json"
-        if sidecar.is_file():
-            data = json.loads(sidecar.read_text())
-            langs = tuple(data["languages"])
-            return TranslationSpec(style=data["style"], languages=langs, language_tokens={c: f">>{c}<<" for c in langs})
-        if not self.is_seq2seq:
-            return TranslationSpec(style="template", languages=tuple(template_languages))
-        if self.model_type == "m2m_100":
-            vocab = self.tokenizer.get_vocab()
-            if "eng_Latn" in vocab:
-                tokens = {iso: code for iso, code in NLLB_CODES.items() if code in vocab}
-            else:
-                tokens = {iso: f"__{iso}__" for iso in LANGUAGE_NAMES if f"__{iso}__" in vocab}
-            return TranslationSpec(style="forced_bos", languages=tuple(sorted(tokens)), language_tokens=tokens)
-        if self.model_type == "t5":
-            langs = ("en", "de", "fr", "ro")
-            return TranslationSpec(style="t5_prefix", languages=langs, source_languages=("en",))
-        vocab = self.tokenizer.get_vocab()
-        target_tokens = {iso: f">>{iso}<<" for iso in LANGUAGE_NAMES if f">>{iso}<<" in vocab}
-        if target_tokens:
-            return TranslationSpec(
-                style="target_token", languages=tuple(sorted(target_tokens)), language_tokens=target_tokens
-            )
-        # Marian single pair, named like Helsinki-NLP/opus-mt-en-zh.
-        name = self.info.model_id.rstrip("/").rsplit("/", 1)[-1]
-        parts = name.split("-")
-        if len(parts) >= 2 and all(p in LANGUAGE_NAMES for p in parts[-2:]):
-            src, tgt = parts[-2], parts[-1]
-            return TranslationSpec(style="fixed_pair", languages=(tgt,), source_languages=(src,))
-        return TranslationSpec(style="fixed_pair", languages=tuple(template_languages))
-
-    # -- generation (worker thread) --
+    def submit(self, rows: Sequence[Row]) -> Submission:
+        """Hand ``rows`` (equal sampling settings) to the decode loop; returns at once."""
+        self.start()
+        submission = Submission(rows=list(rows), fault=self.faults.take())
+        assert self._loop is not None
+        self._loop.put(submission)
+        return submission
 
     def generate(self, rows: Sequence[Row]) -> None:
-        try:
-            self.faults.before_batch(torch.cuda.OutOfMemoryError)
-            with torch.inference_mode():
-                self._generate(rows)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            if is_oom(exc):
-                raise OutOfMemory() from exc
-            log.error("generate failed", extra={"error_type": "model_error", "error": repr(exc)[:500]})
-            raise ModelError() from exc
+        """Run ``rows`` and wait for them (blocking; for callers without an event loop)."""
+        self.submit(rows).done.result()
 
-    def _generate(self, rows: Sequence[Row]) -> None:
+    def reset(self, reason: GatewayError) -> None:
+        """Abandon the decode loop (stuck, or its batch must go): pending submissions fail with ``reason``."""
+        with self._lock:
+            old, self._loop = self._loop, None
+            if old is not None:
+                old.stop(reason)
+            self._loop = self._new_loop()
+
+    def failure(self, exc: BaseException) -> GatewayError:
+        """What a failed forward pass means for its rows (runs on the loop thread)."""
+        if isinstance(exc, GatewayError):
+            return exc
+        if is_oom(exc):
+            self.free_memory()
+            return OutOfMemory()
+        log.error("generate failed", extra={"error_type": "model_error", "error": repr(exc)[:500]})
+        return ModelError()
+
+    def generate_static(self, rows: Sequence[Row]) -> None:
+        """One ``generate`` call for ``rows``: the path of seq2seq models."""
         sampling = rows[0].params.sampling
         longest = max(len(r.input_ids) for r in rows)
         input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
@@ -416,7 +364,7 @@ class TransformersRunner:
             if seed is None:
                 seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             torch.manual_seed(seed)
-        tracker = _BatchTracker(self, rows, stash, seed)
+        tracker = _StaticTracker(self.tracker, rows, stash, seed)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.params.max_new_tokens for r in rows),
             "do_sample": sampling.do_sample,
@@ -442,5 +390,11 @@ class TransformersRunner:
             torch.cuda.empty_cache()
 
     def close(self) -> None:
+        with self._lock:
+            old, self._loop = self._loop, None
+        if old is not None:
+            old.stop(ModelError("the model was unloaded"))
+            # Let it leave torch before the interpreter shuts down (a daemon thread killed inside an op aborts).
+            old.thread.join(timeout=10)
         del self.model
         self.free_memory()

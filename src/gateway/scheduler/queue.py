@@ -152,12 +152,15 @@ class AdmissionQueue:
             return False
         return True
 
-    async def next_batch(self, max_size: int, max_wait_s: float, target: int | Callable[[], int] = 1) -> list[WorkItem]:
+    async def next_batch(
+        self, max_size: int | Callable[[], int], max_wait_s: float, target: int | Callable[[], int] = 1
+    ) -> list[WorkItem]:
         """Wait for work, then take up to ``max_size`` items with the first item's settings.
 
         With fewer than ``target`` compatible items queued, wait up to ``max_wait_s`` for more to arrive;
         ``target`` (a number, or a function asked once work is there) comes from the recent load, so a lone
-        request under light load never waits.
+        request under light load never waits. ``max_size`` may be a function too (the room left in a running
+        batch), asked when the items are taken.
         """
         while True:
             self._drop_dead()
@@ -166,7 +169,8 @@ class AdmissionQueue:
             if self._closed:
                 return []
             await self._wait_change(None)
-        goal = min(target() if callable(target) else target, max_size)
+        room = max_size if callable(max_size) else (lambda: max_size)
+        goal = min(target() if callable(target) else target, room())
         if goal > 1 and max_wait_s > 0:
             until = self._clock() + max_wait_s
             key = self._items[0].batch_key
@@ -180,8 +184,9 @@ class AdmissionQueue:
         key = self._items[0].batch_key
         batch: list[WorkItem] = []
         rest: deque[WorkItem] = deque()
+        size = max(room(), 1)
         for item in self._items:
-            if len(batch) < max_size and item.batch_key == key:
+            if len(batch) < size and item.batch_key == key:
                 batch.append(item)
             else:
                 rest.append(item)

@@ -1,16 +1,20 @@
-"""The batching workers of one model.
+"""The scheduler of one model: feeds the runner's running batch from the admission queue.
 
-Each worker is an asyncio task with a thread of its own: it takes a batch from the shared queue, runs the
-runner's blocking ``generate`` on its thread (never on the event loop), and leaves the fan-out of results to the
-work items. A batch is sized for the recent load (``ModelScheduler._target``): with more rows in the system than
-are queued, the worker waits up to ``max_batch_wait_s`` for them. Around each batch:
+One feeder task per model takes groups of compatible rows from the queue and submits them to the runner, whose
+decode loop admits each group between two decoding steps (continuous batching): rows join while others are
+generating, and leave the step they finish. At most ``max_batch_size`` rows run at once; the feeder forms the
+next group once the previous one is in the batch. A group is sized for the recent load (``_target``): when more
+rows are expected than are queued, the feeder waits up to ``max_batch_wait_s`` for them, so that rows answered
+together come back and join together (one prefill) instead of one by one.
 
-- out of memory: free the allocator cache and run the batch again in halves, down to single rows; a row that
-  already streamed tokens is failed rather than run twice; OOM at batch size 1 fails with ``fatal=True`` so
-  the service trips the breaker;
-- a batch that runs past ``watchdog_s`` is abandoned with its thread: its rows fail with ``WorkerStalled`` and
-  the worker goes on with a new thread (the stuck one is told to stop and is left to end on its own);
-- any other model error fails the rows of that batch, and the worker goes on.
+Each submission is watched by a task of its own:
+
+- out of memory: the runner has freed its allocator cache; the rows are submitted again in halves, down to
+  single rows; a row that already produced tokens is failed rather than run twice; OOM at a single row fails
+  with ``fatal=True`` so the service trips the breaker;
+- a submission running past ``watchdog_s`` means the decode loop is stuck: the runner is reset (a new loop
+  thread or model process), every row it held fails with ``WorkerStalled``, and feeding goes on;
+- any other model error fails the rows of that submission, and feeding goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Protocol
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory, WorkerStalled
@@ -29,7 +33,7 @@ from gateway.scheduler.queue import AdmissionQueue, WorkItem
 
 log = logging.getLogger("gateway.scheduler")
 
-# How long the peak load seen at admission keeps sizing batches (see ``ModelScheduler._target``).
+# How long the peak load seen at admission keeps sizing groups (see ``ModelScheduler._target``).
 _LOAD_WINDOW_S = 1.0
 
 
@@ -37,27 +41,6 @@ class BatchObserver(Protocol):
     def batch_finished(self, size: int, inference_s: float, ok: bool) -> None: ...
 
     def worker_replaced(self) -> None: ...
-
-
-class _Worker:
-    def __init__(self, scheduler: ModelScheduler, index: int) -> None:
-        self.scheduler = scheduler
-        self.index = index
-        self.executor = self._new_executor()
-        self.task: asyncio.Task[None] | None = None
-        self.busy = False
-
-    def _new_executor(self) -> ThreadPoolExecutor:
-        name = f"gateway-{self.scheduler.name.replace('/', '_')}-w{self.index}"
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    def replace_thread(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.executor = self._new_executor()
-
-    @property
-    def alive(self) -> bool:
-        return self.task is not None and not self.task.done()
 
 
 class ModelScheduler:
@@ -69,7 +52,6 @@ class ModelScheduler:
         max_queue: int,
         max_batch_size: int,
         max_batch_wait_s: float,
-        workers: int = 1,
         watchdog_s: float = 120.0,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -82,35 +64,36 @@ class ModelScheduler:
         self.watchdog_s = watchdog_s
         self.observer = observer
         self._clock = clock
-        self._workers = [_Worker(self, i) for i in range(workers)]
+        self._feeder: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
         self._running: set[WorkItem] = set()
+        self._room = asyncio.Event()
         self._peak_load = 1
         self._peak_at = -math.inf
         self.queue.on_put = self._note_load
 
     @property
     def running_rows(self) -> int:
-        """Rows in batches that are running now."""
+        """Rows handed to the runner and not yet settled."""
         return len(self._running)
 
     @property
     def workers_alive(self) -> int:
-        return sum(1 for w in self._workers if w.alive)
+        """1 while the feeder runs and the runner's decode loop is alive, else 0."""
+        return int(self._feeder is not None and not self._feeder.done() and self.runner.alive)
 
     def start(self) -> None:
-        for worker in self._workers:
-            worker.task = asyncio.create_task(self._loop(worker), name=f"{self.name}-worker-{worker.index}")
+        self.runner.start()
+        self._feeder = asyncio.create_task(self._feed(), name=f"{self.name}-feeder")
 
     async def close(self, reason: GatewayError) -> None:
-        """Stop the workers; rows still queued are answered with ``reason``."""
+        """Stop feeding; rows still queued are answered with ``reason``."""
         for item in self.queue.close():
             item.resolve(reason)
-        for worker in self._workers:
-            if worker.task is not None:
-                worker.task.cancel()
-        await asyncio.gather(*(w.task for w in self._workers if w.task is not None), return_exceptions=True)
-        for worker in self._workers:
-            worker.executor.shutdown(wait=False, cancel_futures=True)
+        tasks = [t for t in (self._feeder, *self._watchers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def abandon(self, reason: GatewayError) -> int:
         """Answer every queued and running row with ``reason`` now, and tell the running ones to stop.
@@ -124,99 +107,131 @@ class ModelScheduler:
             item.resolve(reason)
         return len(items)
 
-    async def _loop(self, worker: _Worker) -> None:
+    async def _feed(self) -> None:
         while True:
-            batch = await self.queue.next_batch(self.max_batch_size, self.max_batch_wait_s, self._target)
+            if self._free() <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            batch = await self.queue.next_batch(self._free, self.max_batch_wait_s, self._target)
             if not batch:
                 return
-            worker.busy = True
-            self._running.update(batch)
             try:
-                await self._run(worker, batch)
-            except asyncio.CancelledError:
-                for item in batch:
-                    item.cancel()
-                raise
-            except Exception:  # a bug here must not kill the worker; the rows still get an answer
-                log.exception("worker error", extra={"model": self.name})
-                self._fail(batch, ModelError())
-            finally:
-                worker.busy = False
-                self._running.difference_update(batch)
+                admitted = self._submit(batch)
+            except Exception:  # a bug here must not stop feeding; the rows still get an answer
+                log.exception("submit failed", extra={"model": self.name})
+                self._settle(batch, ModelError())
+                continue
+            await admitted  # the next group forms once this one is in the running batch
+
+    def _free(self) -> int:
+        """Room left in the running batch."""
+        return self.max_batch_size - len(self._running)
 
     def _note_load(self) -> None:
         """Called as rows are queued: the rows waiting plus those running and not yet answered."""
-        load = self.queue.depth + sum(1 for item in self._running if not item.future.done())
+        load = self.queue.depth + self._unanswered()
         now = self._clock()
         if load >= self._peak_load or now - self._peak_at > _LOAD_WINDOW_S:
             self._peak_load, self._peak_at = load, now
 
-    def _target(self) -> int:
-        """How many rows a worker should wait for (up to ``max_batch_wait_s``) before it starts a batch.
+    def _unanswered(self) -> int:
+        return sum(1 for item in self._running if not item.future.done())
 
-        The peak load seen at admission in the last second, shared among the workers. Under a steady load of
-        closed-loop clients this keeps one full batch, instead of two part batches that take turns for good (the
-        clients a batch answered come back while the next batch waits for them); when the load is light it is 1,
-        so a lone request on an idle worker starts at once.
+    def _target(self) -> int:
+        """How many rows the next group should wait for (up to ``max_batch_wait_s``).
+
+        The peak load seen at admission in the last second, less the rows still generating. Under a steady load
+        of closed-loop clients this keeps the rows answered together joining together (one prefill for all)
+        rather than one at a time; when the load is light it is 1, so a lone request starts at once.
         """
         if self._clock() - self._peak_at > _LOAD_WINDOW_S:
             return 1
-        return max(1, math.ceil(self._peak_load / len(self._workers)))
+        return max(1, self._peak_load - self._unanswered())
 
-    async def _run(self, worker: _Worker, batch: Sequence[WorkItem]) -> None:
+    def _submit(self, batch: list[WorkItem]) -> asyncio.Future[bool]:
         now = self._clock()
         for item in batch:
             item.started_at = now
-        rows = [item.row for item in batch]
-        loop = asyncio.get_running_loop()
-        started = self._clock()
-        future = loop.run_in_executor(worker.executor, self.runner.generate, rows)
+        self._running.update(batch)
+        submission = self.runner.submit([item.row for item in batch])
+        watcher = asyncio.create_task(self._watch(batch, submission.done, now), name=f"{self.name}-submission")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return asyncio.wrap_future(submission.admitted)
+
+    async def _watch(self, batch: list[WorkItem], done: Future[int], started: float) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.watchdog_s)
+            await self._await_done(batch, done, started)
+        except asyncio.CancelledError:
+            for item in batch:
+                item.cancel()
+            raise
+        except Exception:  # a bug here must not leave a request waiting
+            log.exception("worker error", extra={"model": self.name})
+            self._settle(batch, ModelError())
+        finally:
+            self._running.difference_update(batch)
+            self._room.set()
+
+    async def _await_done(self, batch: Sequence[WorkItem], done: Future[int], started: float) -> None:
+        outcome = asyncio.wrap_future(done)
+        try:
+            await asyncio.wait_for(asyncio.shield(outcome), self.watchdog_s)
+        except asyncio.CancelledError:
+            outcome.add_done_callback(_retrieve)  # settled later (a reset or close): nobody reads it then
+            raise
         except TimeoutError:
             self._report(len(batch), started, ok=False)
             log.error("worker stalled; replacing it", extra={"model": self.name, "batch_size": len(batch)})
             for item in batch:
                 item.cancel()
-            worker.replace_thread()
+            self._settle(batch, WorkerStalled())
+            # Every other submission of the stuck loop fails with WorkerStalled through its own watcher.
+            self.runner.reset(WorkerStalled())
             if self.observer is not None:
                 self.observer.worker_replaced()
-            self._fail(batch, WorkerStalled())
             return
         except OutOfMemory:
             self._report(len(batch), started, ok=False)
-            await self._retry_halves(worker, batch)
+            await self._retry_halves(batch)
             return
         except GatewayError as exc:
             self._report(len(batch), started, ok=False)
-            self._fail(batch, exc)
+            self._settle(batch, exc)
             return
         self._report(len(batch), started, ok=True)
 
-    async def _retry_halves(self, worker: _Worker, batch: Sequence[WorkItem]) -> None:
+    async def _retry_halves(self, batch: Sequence[WorkItem]) -> None:
         pending = [i for i in batch if not i.row.done]
         if len(batch) == 1:
             # Nothing smaller to try, streamed or not: the breaker trips at once.
             for item in pending:
                 item.resolve(OutOfMemory("the model ran out of memory at batch size 1", fatal=True))
-            pending = []
+            return
         for item in pending:
             if item.row.emitted_tokens:
-                item.resolve(OutOfMemory())  # already streamed: running it again would repeat tokens
+                item.resolve(OutOfMemory())  # already produced tokens: running it again would repeat them
         pending = [i for i in pending if not i.row.emitted_tokens and not i.future.done()]
-        await asyncio.get_running_loop().run_in_executor(worker.executor, self.runner.free_memory)
         if not pending:
             return
         log.warning("out of memory; retrying in halves", extra={"model": self.name, "batch_size": len(batch)})
         half = max(len(pending) // 2, 1)
         for part in (pending[:half], pending[half:]):
             if part:
-                await self._run(worker, part)
+                started = self._clock()
+                submission = self.runner.submit([item.row for item in part])
+                await self._await_done(part, submission.done, started)
 
-    def _fail(self, batch: Sequence[WorkItem], error: GatewayError) -> None:
+    def _settle(self, batch: Sequence[WorkItem], error: GatewayError) -> None:
         for item in batch:
             item.resolve(error)
 
     def _report(self, size: int, started: float, ok: bool) -> None:
         if self.observer is not None:
             self.observer.batch_finished(size, self._clock() - started, ok)
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

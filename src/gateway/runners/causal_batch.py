@@ -1,0 +1,263 @@
+"""Continuous batching for causal LMs: a running batch that rows join and leave between decoding steps.
+
+The layout is TGI's ``CausalLMBatch``: rows are left-padded, the KV cache holds one column per past position
+(``DynamicCache``, one ``(rows, heads, columns, head_dim)`` tensor pair per layer) and a 2D attention mask says
+which columns are real for each row. Then:
+
+- ``join``: new rows are prefilled together in one forward pass, their first token is chosen, and their cache
+  is concatenated to the running one (the shorter of the two is padded on the left, masked out);
+- ``step``: one forward pass over every running row with its last token; each row's token is chosen by its
+  own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
+- finished rows are dropped from the cache at once, and columns no remaining row uses are trimmed.
+
+Greedy output is the same as ``model.generate`` on the same prompts (left padding, same position ids).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    DynamicCache,
+    LogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+from transformers.cache_utils import DynamicLayer
+
+from gateway.runners.base import Row
+from gateway.runners.rows import RowState, RowTracker
+from gateway.types import SamplingParams
+
+
+class Sampler:
+    """How the rows of one submission choose their next token (their ``SamplingParams``), with its own RNG."""
+
+    def __init__(self, params: SamplingParams, device: torch.device) -> None:
+        self.params = params
+        self.seed: int | None = None
+        self.generator: torch.Generator | None = None
+        if params.do_sample:
+            self.seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(self.seed)
+        processors: list[LogitsProcessor] = []
+        if params.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.do_sample:
+            # The order of transformers' generate: temperature, top-k, top-p, typical.
+            if params.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
+            if params.typical_p < 1.0:
+                processors.append(TypicalLogitsWarper(params.typical_p))
+        self.processors = processors
+
+    def choose(self, logits: torch.Tensor, states: Sequence[RowState]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token ids, their log-probabilities under the processed distribution) for these rows' logits."""
+        scores = logits.float()
+        if self.processors:
+            history = _history(states, scores.device) if self.params.repetition_penalty != 1.0 else None
+            for processor in self.processors:
+                scores = processor(history, scores)  # type: ignore[arg-type]  # only the penalty reads it
+        logprobs = torch.log_softmax(scores, dim=-1)
+        if self.generator is not None:
+            ids = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(1)
+        else:
+            ids = scores.argmax(dim=-1)
+        return ids, logprobs.gather(1, ids[:, None]).squeeze(1)
+
+
+def _history(states: Sequence[RowState], device: torch.device) -> torch.Tensor:
+    """Prompt and generated ids of each row, padded with the row's own first id (which changes nothing)."""
+    seqs = [[*s.row.input_ids, *s.ids] for s in states]
+    width = max(len(s) for s in seqs)
+    return torch.tensor([[s[0]] * (width - len(s)) + s for s in seqs], dtype=torch.long, device=device)
+
+
+def supports_continuous_batching(model: Any) -> bool:
+    """Whether this model's cache is the plain ``DynamicCache`` the join/filter code knows how to reshape.
+
+    Sliding-window, hybrid and recurrent caches keep more state than one tensor pair per layer; those models
+    run each submission as a batch of its own instead.
+    """
+    cache = DynamicCache(config=model.config)
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+class CausalBatch:
+    """The running rows of one causal LM (used from one thread)."""
+
+    def __init__(self, model: Any, tracker: RowTracker, pad_id: int, device: torch.device) -> None:
+        self.model = model
+        self.tracker = tracker
+        self.pad_id = pad_id
+        self.device = device
+        self.states: list[RowState] = []
+        self.samplers: list[Sampler] = []  # one per row (rows of one submission share theirs)
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # (rows, columns): 1 where the cache column is real
+        self.next_ids: torch.Tensor | None = None  # (rows,): the token each row feeds at the next step
+        self.positions: torch.Tensor | None = None  # (rows,): its position id
+        self._keep_one_logit = True
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def clear(self) -> None:
+        self.states, self.samplers = [], []
+        self.cache = self.mask = self.next_ids = self.positions = None
+
+    # -- join --
+
+    def join(self, rows: Sequence[Row], sampler: Sampler) -> list[RowState]:
+        """Prefill ``rows`` (one submission), choose their first token and add them to the running batch."""
+        started = time.monotonic()
+        states = [self.tracker.start(row, sampler.seed, started) for row in rows]
+        longest = max(len(r.input_ids) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row.input_ids)
+            ids[i, longest - n :] = torch.tensor(row.input_ids, dtype=torch.long)
+            mask[i, longest - n :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(ids, mask, positions, cache, prefill=True)
+        chosen, logprobs = sampler.choose(logits, states)
+        new_size = len(self.states) + len(rows)
+        for state in (*self.states, *states):
+            state.batch_size = max(state.batch_size, new_size)
+        self._track(states, chosen, logprobs)
+        self._append(states, sampler, cache, mask, chosen, positions[:, -1] + 1)
+        self._drop_finished()
+        return states
+
+    def _append(
+        self,
+        states: list[RowState],
+        sampler: Sampler,
+        cache: DynamicCache,
+        mask: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> None:
+        if self.cache is None or self.mask is None or self.next_ids is None or self.positions is None:
+            self.cache, self.mask, self.next_ids, self.positions = cache, mask, next_ids, positions
+        else:
+            width = max(self.mask.shape[1], mask.shape[1])
+            for old, new in zip(self.cache.layers, cache.layers, strict=True):
+                old.keys = torch.cat([_pad_left(old.keys, width, dim=2), _pad_left(new.keys, width, dim=2)])
+                old.values = torch.cat([_pad_left(old.values, width, dim=2), _pad_left(new.values, width, dim=2)])
+            self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
+            self.next_ids = torch.cat([self.next_ids, next_ids])
+            self.positions = torch.cat([self.positions, positions])
+        self.states.extend(states)
+        self.samplers.extend([sampler] * len(states))
+
+    # -- step --
+
+    def step(self) -> None:
+        """One decoding step for every running row; finished rows leave the batch."""
+        assert self.cache is not None and self.mask is not None and self.next_ids is not None
+        assert self.positions is not None
+        mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        logits = self._forward(self.next_ids[:, None], mask, self.positions[:, None], self.cache, prefill=False)
+        self.mask = mask
+        chosen, logprobs = self._choose(logits)
+        self._track(self.states, chosen, logprobs)
+        self.next_ids = chosen
+        self.positions = self.positions + 1
+        self._drop_finished()
+
+    def _choose(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = self.samplers[0]
+        if all(s is first for s in self.samplers):
+            return first.choose(logits, self.states)
+        chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        logprobs = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        groups: dict[int, tuple[Sampler, list[int]]] = {}
+        for i, sampler in enumerate(self.samplers):
+            groups.setdefault(id(sampler), (sampler, []))[1].append(i)
+        for sampler, rows in groups.values():
+            index = torch.tensor(rows, device=logits.device)
+            ids, lps = sampler.choose(logits[index], [self.states[i] for i in rows])
+            chosen[index], logprobs[index] = ids, lps
+        return chosen, logprobs
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache, *, prefill: bool
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+        if prefill and self._keep_one_logit:
+            try:
+                logits: torch.Tensor = self.model(**kwargs, logits_to_keep=1).logits[:, -1, :]
+                return logits
+            except TypeError:
+                self._keep_one_logit = False  # an architecture without ``logits_to_keep``
+        logits = self.model(**kwargs).logits[:, -1, :]
+        return logits
+
+    def _track(self, states: Sequence[RowState], chosen: torch.Tensor, logprobs: torch.Tensor) -> None:
+        ids = chosen.tolist()
+        lps = logprobs.tolist()
+        now = time.monotonic()
+        step = self.tracker.step
+        for state, token_id, logprob in zip(states, ids, lps, strict=True):
+            if not state.done:
+                step(state, token_id, logprob, now)
+
+    # -- leave --
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, s in enumerate(self.states) if not s.done]
+        if len(keep) == len(self.states):
+            return
+        if not keep:
+            self.clear()
+            return
+        assert self.cache is not None and self.mask is not None and self.next_ids is not None
+        assert self.positions is not None
+        index = torch.tensor(keep, device=self.mask.device)
+        mask = self.mask[index]
+        used = mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else 0  # columns left of this are padding for every row now
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+        self.mask = mask[:, first:]
+        self.next_ids = self.next_ids[index]
+        self.positions = self.positions[index]
+        self.states = [self.states[i] for i in keep]
+        self.samplers = [self.samplers[i] for i in keep]
+
+    def fail_all(self) -> list[RowState]:
+        """Forget every running row (after an error); returns the rows that were not answered."""
+        left = [s for s in self.states if not s.done]
+        self.clear()
+        return left
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim) + [missing, 0]
+    return F.pad(t, pad)

@@ -1,0 +1,148 @@
+"""The channel between the gateway and its model process: length-prefixed JSON over a socket pair.
+
+JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object. This module also turns
+the few values that cross the channel (params, tokens, outputs, errors) into JSON and back. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    ModelError,
+    OutOfMemory,
+    RequestCancelled,
+    WorkerStalled,
+)
+from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME_BYTES = 256 * 1024 * 1024  # far beyond any real frame; a larger length means a corrupt stream
+
+
+class ChannelClosed(Exception):
+    """The other end went away."""
+
+
+class Channel:
+    """One end of the socket pair. ``send`` may be called from any thread; ``recv`` from one thread only."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode()
+        with self._send_lock:
+            try:
+                self.sock.sendall(_HEADER.pack(len(data)) + data)
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from exc
+
+    def recv(self) -> dict[str, Any]:
+        (length,) = _HEADER.unpack(self._read(_HEADER.size))
+        if length > MAX_FRAME_BYTES:
+            raise ChannelClosed(f"frame of {length} bytes")
+        message = json.loads(self._read(length))
+        if not isinstance(message, dict):
+            raise ChannelClosed("frame is not a JSON object")
+        return message
+
+    def _read(self, n: int) -> bytes:
+        chunks = []
+        while n:
+            try:
+                chunk = self.sock.recv(min(n, 1 << 20))
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from exc
+            if not chunk:
+                raise ChannelClosed("end of stream")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# -- values --
+
+
+def params_to_json(params: GenerationParams) -> dict[str, Any]:
+    return asdict(params)
+
+
+def params_from_json(data: dict[str, Any]) -> GenerationParams:
+    return GenerationParams(
+        max_new_tokens=int(data["max_new_tokens"]),
+        sampling=SamplingParams(**data["sampling"]),
+        stop=tuple(data["stop"]),
+        truncate=data["truncate"],
+    )
+
+
+def token_to_json(token: Token) -> list[Any]:
+    return [token.id, token.text, token.logprob, token.special]
+
+
+def token_from_json(data: list[Any]) -> Token:
+    return Token(int(data[0]), str(data[1]), data[2], bool(data[3]))
+
+
+def output_to_json(output: GenerationOutput) -> dict[str, Any]:
+    return {
+        "text": output.text,
+        "finish_reason": output.finish_reason.value,
+        "prompt_tokens": output.prompt_tokens,
+        "tokens": [token_to_json(t) for t in output.tokens],
+        "seed": output.seed,
+        "inference_s": output.inference_s,
+        "first_token_s": output.first_token_s,
+        "batch_size": output.batch_size,
+    }
+
+
+def output_from_json(data: dict[str, Any]) -> GenerationOutput:
+    return GenerationOutput(
+        text=str(data["text"]),
+        finish_reason=FinishReason(data["finish_reason"]),
+        prompt_tokens=int(data["prompt_tokens"]),
+        tokens=[token_from_json(t) for t in data["tokens"]],
+        seed=data["seed"],
+        inference_s=float(data["inference_s"]),
+        first_token_s=data["first_token_s"],
+        batch_size=int(data["batch_size"]),
+    )
+
+
+_ERRORS: dict[str, type[GatewayError]] = {
+    cls.error_type: cls for cls in (ModelError, OutOfMemory, WorkerStalled, DeadlineExceeded, RequestCancelled)
+}
+
+
+def error_to_json(error: GatewayError) -> dict[str, Any]:
+    return {
+        "type": error.error_type,
+        "message": error.message,
+        "fatal": bool(getattr(error, "fatal", False)),
+        "during_generation": bool(getattr(error, "during_generation", False)),
+    }
+
+
+def error_from_json(data: dict[str, Any]) -> GatewayError:
+    cls = _ERRORS.get(str(data.get("type")), ModelError)
+    message = str(data.get("message") or "") or None
+    if cls is OutOfMemory:
+        return OutOfMemory(message, fatal=bool(data.get("fatal")))
+    if cls is DeadlineExceeded:
+        return DeadlineExceeded(message, during_generation=bool(data.get("during_generation")))
+    return cls(message)
