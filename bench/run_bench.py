@@ -198,8 +198,17 @@ class Gateway:
         raise RuntimeError("the gateway did not become ready")
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds of the gateway process and its model processes (its children)."""
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            pids += [int(p) for p in children]
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -534,7 +543,7 @@ def report(run: Run) -> str:
         f"shared and its speed drifts), best of the whole run {best_limit:,.0f}. Paired: the median over rounds of "
         "the window's tokens/s over the limit measured just before it. Single in-process generate (next to the "
         f"concurrency-1 windows): p50 {ms(single_p50)} ms. CPU columns: share of one core used by the gateway "
-        "process and by this load generator during the windows.",
+        "(its HTTP process and its model processes together) and by this load generator during the windows.",
         "",
         "## Overhead at concurrency 1, paired",
         "",

@@ -13,6 +13,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from gateway.breaker import BreakerState, CircuitBreaker
@@ -81,6 +82,20 @@ def model_ids(settings: Settings) -> tuple[str, str]:
 
 def transformers_factory(settings: Settings) -> RunnerFactory:
     def build(model_id: str, path: str | None, is_demo: bool, faults: FaultInjector) -> ModelRunner:
+        if settings.model_process:
+            from gateway.runners.process_runner import ProcessRunner
+
+            return ProcessRunner(
+                model_id,
+                path=path,
+                revision=settings.revision,
+                device=settings.device,
+                dtype=settings.dtype,
+                trust_remote_code=settings.trust_remote_code,
+                is_demo=is_demo,
+                faults=faults,
+                log_level=settings.log_level,
+            )
         from gateway.runners.transformers_runner import TransformersRunner
 
         return TransformersRunner(
@@ -169,16 +184,31 @@ class Engine:
             )
 
     def _load_runners(self) -> dict[str, ModelRunner]:
+        """Load each model; model processes load side by side (each is mostly its own interpreter's start)."""
         plan = plan_models(self.settings)
-        runners: dict[str, ModelRunner] = {}
-        for model_id, path in [plan.generation] + ([plan.translation] if plan.translation else []):
+        models = [plan.generation] + ([plan.translation] if plan.translation else [])
+
+        def load(model: tuple[str, str | None]) -> ModelRunner:
+            model_id, path = model
             log.info("loading model", extra={"model": model_id, "demo": plan.is_demo})
             started = time.perf_counter()
-            runners[model_id] = self.runner_factory(model_id, path, plan.is_demo, self.faults)
+            runner = self.runner_factory(model_id, path, plan.is_demo, self.faults)
             log.info(
                 "model load finished", extra={"model": model_id, "load_s": round(time.perf_counter() - started, 3)}
             )
-        return runners
+            return runner
+
+        workers = len(models) if self.settings.model_process else 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway-load") as pool:
+            futures = [pool.submit(load, model) for model in models]
+            wait(futures)
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for future in futures:
+                if future.exception() is None:
+                    future.result().close()  # no model process left behind
+            raise failed[0]  # type: ignore[misc]
+        return {model_id: future.result() for (model_id, _), future in zip(models, futures, strict=True)}
 
     def _service(self, name: str, runner: ModelRunner) -> ModelService:
         s = self.settings

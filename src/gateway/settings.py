@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(25.0, ge=0)
     max_queue: int = Field(256, ge=1)
     model_process: bool = Field(
-        False, description="run each model's decode loop in a process of its own (false: a thread of this process)"
+        True, description="run each model's decode loop in a process of its own (false: a thread of this process)"
     )
     request_timeout_s: float = Field(60.0, gt=0)
     max_request_timeout_s: float = Field(600.0, gt=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FAULT_KINDS = ("oom", "error", "stall")
@@ -35,6 +36,7 @@ class FaultInjector:
         # Set (and replaced by a fresh one) whenever the plan changes: wakes the stalls taken from the old plan.
         self._wake = threading.Event()
         self.injected = 0
+        self.on_change: list[Callable[[], None]] = []  # told after the plan is replaced or cleared
 
     def set(self, plan: FaultPlan) -> None:
         with self._lock:
@@ -51,6 +53,8 @@ class FaultInjector:
     def _wake_stalls(self) -> None:
         self._wake.set()
         self._wake = threading.Event()
+        for listener in self.on_change:
+            listener()
 
     def describe(self) -> dict[str, object] | None:
         with self._lock:

@@ -318,11 +318,15 @@ class TransformersRunner(ModelFiles):
 
     def submit(self, rows: Sequence[Row]) -> Submission:
         """Hand ``rows`` (equal sampling settings) to the decode loop; returns at once."""
-        self.start()
         submission = Submission(rows=list(rows), fault=self.faults.take())
+        self.enqueue(submission)
+        return submission
+
+    def enqueue(self, submission: Submission) -> None:
+        """Hand over a submission built elsewhere (the model process builds them from the gateway's messages)."""
+        self.start()
         assert self._loop is not None
         self._loop.put(submission)
-        return submission
 
     def generate(self, rows: Sequence[Row]) -> None:
         """Run ``rows`` and wait for them (blocking; for callers without an event loop)."""

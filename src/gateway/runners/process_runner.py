@@ -1,0 +1,280 @@
+"""The gateway side of a model process (``model_process``): same seam as ``TransformersRunner``, no torch here.
+
+Tokenizing stays in this process (``ModelFiles``); each submission goes to the model process as one JSON
+message, and a reader thread turns the events coming back into the rows' ``RowSink`` calls and the
+submissions' futures. Cancellation is forwarded as the events arrive: a row whose client left is named in a
+``cancel`` message and stops within a step.
+
+The process is restarted when it dies (its rows fail with ``ModelError``) and on ``reset`` (the watchdog: it is
+killed, its rows fail with the reason given). Until a new one has loaded, ``alive`` is false and submissions
+wait in the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from gateway.errors import GatewayError, ModelError
+from gateway.runners.base import Row, Submission
+from gateway.runners.faults import FaultInjector
+from gateway.runners.model_files import ModelFiles
+from gateway.runners.wire import (
+    Channel,
+    ChannelClosed,
+    error_from_json,
+    output_from_json,
+    params_to_json,
+    token_from_json,
+)
+
+log = logging.getLogger("gateway.model_process")
+
+
+def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+class _Child:
+    """One model process and the rows and submissions it holds."""
+
+    def __init__(self, runner: ProcessRunner, config: dict[str, Any]) -> None:
+        self.runner = runner
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.runners.model_process", "--fd", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.channel = Channel(ours)
+        self.rows: dict[int, Row] = {}
+        self.submissions: dict[int, Submission] = {}
+        self.cancel_sent: set[int] = set()
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.device = self.dtype = ""
+        self.error: str | None = None
+        self.lost = False
+        self.loss_reason: GatewayError = ModelError("the model process exited")
+        self.memory: dict[str, Any] | None = None
+        self.channel.send(config)
+        self.reader = threading.Thread(target=self._read, name=f"gateway-reader-{self.proc.pid}", daemon=True)
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.ready.is_set() and self.error is None and not self.lost and self.proc.poll() is None
+
+    def submit(self, rid_counter: itertools.count[int], submission: Submission) -> None:
+        rows = []
+        with self.lock:
+            if self.lost:
+                raise ChannelClosed("model process gone")
+            sid = next(rid_counter)
+            self.submissions[sid] = submission
+            for row in submission.rows:
+                rid = next(rid_counter)
+                self.rows[rid] = row
+                params = params_to_json(row.params)
+                rows.append({"id": rid, "ids": row.input_ids, "params": params, "deadline": row.deadline})
+        fault = submission.fault
+        wire_fault = None if fault is None else {"kind": fault.kind, "seconds": fault.seconds}
+        self.channel.send({"t": "submit", "id": sid, "rows": rows, "fault": wire_fault})
+
+    def _read(self) -> None:
+        try:
+            first = self.channel.recv()
+            if first.get("t") != "ready":
+                self.error = str(first.get("error", "the model process failed to start"))
+                return
+            self.device = str(first["info"]["device"])
+            self.dtype = str(first["info"]["dtype"])
+            self.ready.set()
+            while True:
+                message = self.channel.recv()
+                if message.get("t") == "events":
+                    self._handle(message["e"])
+                    self._forward_cancels()
+                elif message.get("t") == "memory":
+                    self.memory = message
+        except ChannelClosed:
+            pass
+        except Exception:  # a bug here must not leave rows waiting: they fail below
+            log.exception("model process reader failed")
+        finally:
+            self._lose()
+
+    def _handle(self, events: list[list[Any]]) -> None:
+        for event in events:
+            kind = event[0]
+            if kind == "t":
+                row = self.rows.get(event[1])
+                if row is not None:
+                    row.emitted_tokens += 1
+                    row.sink.on_token(token_from_json(event[2]))
+            elif kind == "d":
+                with self.lock:
+                    row = self.rows.pop(event[1], None)
+                    self.cancel_sent.discard(event[1])
+                if row is not None:
+                    row.done = True
+                    row.sink.on_done(output_from_json(event[2]) if event[3] is None else error_from_json(event[3]))
+            elif kind == "a":
+                submission = self.submissions.get(event[1])
+                if submission is not None:
+                    _settle(submission.admitted, bool(event[2]))
+            elif kind == "s":
+                with self.lock:
+                    submission = self.submissions.pop(event[1], None)
+                if submission is not None:
+                    _settle(submission.admitted, False)  # no-op when it was admitted
+                    if event[3] is None:
+                        _settle(submission.done, int(event[2]))
+                    else:
+                        _settle(submission.done, error=error_from_json(event[3]))
+
+    def _forward_cancels(self) -> None:
+        with self.lock:
+            gone = [rid for rid, row in self.rows.items() if rid not in self.cancel_sent and row.sink.cancelled()]
+            self.cancel_sent.update(gone)
+        if gone:
+            self.channel.send({"t": "cancel", "ids": gone})
+
+    def _lose(self) -> None:
+        with self.lock:
+            self.lost = True
+            submissions = list(self.submissions.values())
+            self.submissions.clear()
+            self.rows.clear()
+        self.ready.set()
+        for submission in submissions:
+            _settle(submission.admitted, False)
+            _settle(submission.done, error=self.loss_reason)
+        self.channel.close()
+        self.runner._child_lost(self)
+
+    def stop(self, timeout_s: float) -> None:
+        try:
+            self.channel.send({"t": "stop"})
+            self.proc.wait(timeout=timeout_s)
+        except (ChannelClosed, subprocess.TimeoutExpired):
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class ProcessRunner(ModelFiles):
+    """A model served by a process of its own (see the module docstring)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        path: str | None = None,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        is_demo: bool = False,
+        faults: FaultInjector | None = None,
+        log_level: str = "info",
+        load_timeout_s: float = 1800.0,
+    ) -> None:
+        super().__init__(model_id, path=path, revision=revision, trust_remote_code=trust_remote_code)
+        self.faults = faults or FaultInjector()
+        self.faults.on_change.append(self._wake_stalls)
+        self.is_demo = is_demo
+        self._config = {
+            "t": "config",
+            "model_id": model_id,
+            "path": path,
+            "revision": revision,
+            "device": device,
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            "is_demo": is_demo,
+            "log_level": log_level,
+        }
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._closing = False
+        self.restarts = 0
+        self._child = _Child(self, self._config)
+        if not self._child.ready.wait(load_timeout_s) or not self._child.alive:
+            error = self._child.error or "the model process did not start"
+            self._closing = True
+            self._child.kill()
+            raise RuntimeError(error)
+        self.info = self.model_info(device=self._child.device, dtype=self._child.dtype, is_demo=is_demo)
+
+    @property
+    def pid(self) -> int:
+        return self._child.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._child.alive
+
+    @property
+    def cuda_memory(self) -> dict[str, Any] | None:
+        """The model process's last torch CUDA allocator report (None off a GPU)."""
+        return self._child.memory
+
+    def start(self) -> None:
+        """The process runs from construction on."""
+
+    def submit(self, rows: Sequence[Row]) -> Submission:
+        submission = Submission(rows=list(rows), fault=self.faults.take())
+        try:
+            self._child.submit(self._ids, submission)
+        except ChannelClosed:
+            _settle(submission.admitted, False)
+            _settle(submission.done, error=ModelError("the model process is restarting"))
+        return submission
+
+    def reset(self, reason: GatewayError) -> None:
+        """Kill the model process (stuck); its rows fail with ``reason``; a new one starts."""
+        child = self._child
+        child.loss_reason = reason
+        child.kill()  # the reader sees the end of the stream, fails the rows and starts the next process
+
+    def _child_lost(self, child: _Child) -> None:
+        with self._lock:
+            if self._closing or child is not self._child:
+                return
+            code = child.proc.wait()
+            log.error(
+                "model process exited; starting a new one",
+                extra={"model": self.model_id, "exit_code": code, "error_type": child.loss_reason.error_type},
+            )
+            self.restarts += 1
+            self._child = _Child(self, self._config)
+
+    def _wake_stalls(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._child.channel.send({"t": "wake"})
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            child = self._child
+        child.stop(timeout_s=10.0)
+        child.reader.join(timeout=5.0)
