@@ -548,7 +548,7 @@ def report(run: Run) -> str:
         "## Overhead at concurrency 1, paired",
         "",
         f"{len(pairs)} pairs of the same prompt: an in-process `generate` (the gateway's thread count), then the "
-        "same request through the gateway (HTTP, JSON, queue, worker thread, per-step tracking).",
+        "same request through the gateway (HTTP, JSON, queue, model process, per-step tracking).",
         "",
         "| in-process p50 ms | gateway p50 ms | difference of p50s ms | median of paired differences ms |",
         "| ---: | ---: | ---: | ---: |",

@@ -53,7 +53,7 @@ def create_app(
     engine = Engine(settings, recorder, runner_factory=runner_factory, clock=clock)
     registry.register(GatewayStateCollector(engine.snapshots, engine.model_infos))
     registry.register(GPUCollector())
-    registry.register(TorchMemoryCollector())
+    registry.register(TorchMemoryCollector(reports=engine.torch_memory if settings.model_process else None))
     register_default_collectors(registry)
 
     @contextlib.asynccontextmanager

@@ -272,6 +272,15 @@ class Engine:
 
     # -- state for /ready, /info and metrics --
 
+    def torch_memory(self) -> list[tuple[str, float, float]]:
+        """(device, allocated, reserved) as each model process last reported it (only on a GPU)."""
+        reports = []
+        for runner in {id(s.runner): s.runner for s in self.services.values()}.values():
+            memory = getattr(runner, "cuda_memory", None)
+            if memory:
+                reports.append((str(memory["device"]), float(memory["allocated"]), float(memory["reserved"])))
+        return reports
+
     @property
     def ready(self) -> bool:
         return (

@@ -282,8 +282,12 @@ class TorchMemoryCollector(Collector):
     ``torch_module`` replaces ``sys.modules["torch"]`` (for tests).
     """
 
-    def __init__(self, torch_module: Any = None) -> None:
+    def __init__(
+        self, torch_module: Any = None, reports: Callable[[], Iterable[tuple[str, float, float]]] | None = None
+    ) -> None:
         self._torch: Any = torch_module
+        # With model processes, torch lives there: ``reports`` gives their latest (device, allocated, reserved).
+        self._reports = reports
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
@@ -304,6 +308,9 @@ class TorchMemoryCollector(Collector):
             return []
 
     def _collect(self) -> Iterator[Metric]:
+        if self._reports is not None:
+            yield from self._collect_reports(self._reports)
+            return
         torch = self._torch if self._torch is not None else sys.modules.get("torch")
         if torch is None or not torch.cuda.is_available():
             return
@@ -314,6 +321,21 @@ class TorchMemoryCollector(Collector):
             reserved.add_metric(labels, float(torch.cuda.memory_reserved(index)))
         yield allocated
         yield reserved
+
+    def _collect_reports(self, reports: Callable[[], Iterable[tuple[str, float, float]]]) -> Iterator[Metric]:
+        totals: dict[str, list[float]] = {}
+        for device, allocated, reserved in reports():
+            total = totals.setdefault(device, [0.0, 0.0])  # two model processes on one device: both count
+            total[0] += allocated
+            total[1] += reserved
+        if not totals:
+            return
+        allocated_family, reserved_family = self._families()
+        for device, (allocated, reserved) in sorted(totals.items()):
+            allocated_family.add_metric([device], allocated)
+            reserved_family.add_metric([device], reserved)
+        yield allocated_family
+        yield reserved_family
 
 
 def register_default_collectors(registry: CollectorRegistry) -> None:

@@ -58,3 +58,16 @@ def test_a_raising_torch_does_not_raise_from_collect() -> None:
 
     fake_torch = SimpleNamespace(cuda=SimpleNamespace(is_available=boom))
     assert list(TorchMemoryCollector(torch_module=fake_torch).collect()) == []
+
+
+def test_model_process_reports_are_summed_per_device() -> None:
+    # With model processes the numbers come from their ``memory`` messages (sent only on a GPU, so given here);
+    # two models on one GPU both count, and no report means no series.
+    reports: list[tuple[str, float, float]] = []
+    registry = CollectorRegistry()
+    registry.register(TorchMemoryCollector(reports=lambda: reports))
+    assert not TORCH_FAMILIES & families(registry).keys()
+    reports += [("cuda:0", 100.0, 400.0), ("cuda:0", 50.0, 200.0), ("cuda:1", 7.0, 8.0)]
+    got = families(registry)
+    assert got["gateway_torch_memory_allocated_bytes"] == {"cuda:0": 150.0, "cuda:1": 7.0}
+    assert got["gateway_torch_memory_reserved_bytes"] == {"cuda:0": 600.0, "cuda:1": 8.0}
