@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.breaker import BreakerState, CircuitBreaker
 from gateway.errors import Draining
@@ -82,32 +83,22 @@ def model_ids(settings: Settings) -> tuple[str, str]:
 
 def transformers_factory(settings: Settings) -> RunnerFactory:
     def build(model_id: str, path: str | None, is_demo: bool, faults: FaultInjector) -> ModelRunner:
+        common: dict[str, Any] = {
+            "path": path,
+            "revision": settings.revision,
+            "device": settings.device,
+            "dtype": settings.dtype,
+            "trust_remote_code": settings.trust_remote_code,
+            "is_demo": is_demo,
+            "faults": faults,
+        }
         if settings.model_process:
             from gateway.runners.process_runner import ProcessRunner
 
-            return ProcessRunner(
-                model_id,
-                path=path,
-                revision=settings.revision,
-                device=settings.device,
-                dtype=settings.dtype,
-                trust_remote_code=settings.trust_remote_code,
-                is_demo=is_demo,
-                faults=faults,
-                log_level=settings.log_level,
-            )
+            return ProcessRunner(model_id, log_level=settings.log_level, **common)
         from gateway.runners.transformers_runner import TransformersRunner
 
-        return TransformersRunner(
-            model_id,
-            path=path,
-            revision=settings.revision,
-            device=settings.device,
-            dtype=settings.dtype,
-            trust_remote_code=settings.trust_remote_code,
-            is_demo=is_demo,
-            faults=faults,
-        )
+        return TransformersRunner(model_id, **common)
 
     return build
 

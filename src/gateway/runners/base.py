@@ -12,9 +12,9 @@ or fail them).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import GatewayError
 from gateway.runners.faults import FaultPlan
@@ -49,6 +49,33 @@ class Submission:
     admitted: Future[bool] = field(default_factory=Future)
     # The most rows decoded together while these ran; or the error that stopped the rows not yet answered.
     done: Future[int] = field(default_factory=Future)
+
+    # Each of these may race with a reset on another thread: whichever comes first settles the futures.
+
+    def admit(self, ok: bool = True) -> None:
+        """The rows joined the running batch (``ok``), or will not."""
+        _complete(self.admitted, ok)
+
+    def finish(self, size: int) -> None:
+        """Every row was answered; ``size``: the most rows decoded together meanwhile."""
+        _complete(self.admitted, True)
+        _complete(self.done, size)
+
+    def fail(self, error: GatewayError) -> None:
+        """The rows not answered yet were stopped by ``error``."""
+        _complete(self.admitted, False)
+        _complete(self.done, error=error)
+
+
+def _complete(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Complete a future unless it is already complete."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 @dataclass(frozen=True)

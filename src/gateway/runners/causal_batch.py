@@ -248,12 +248,6 @@ class CausalBatch:
         self.states = [self.states[i] for i in keep]
         self.samplers = [self.samplers[i] for i in keep]
 
-    def fail_all(self) -> list[RowState]:
-        """Forget every running row (after an error); returns the rows that were not answered."""
-        left = [s for s in self.states if not s.done]
-        self.clear()
-        return left
-
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - t.shape[dim]

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from gateway.errors import GatewayError, ModelError
@@ -37,16 +36,6 @@ from gateway.runners.wire import (
 )
 
 log = logging.getLogger("gateway.model_process")
-
-
-def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
 
 
 class _Child:
@@ -137,16 +126,15 @@ class _Child:
             elif kind == "a":
                 submission = self.submissions.get(event[1])
                 if submission is not None:
-                    _settle(submission.admitted, bool(event[2]))
+                    submission.admit(bool(event[2]))
             elif kind == "s":
                 with self.lock:
                     submission = self.submissions.pop(event[1], None)
                 if submission is not None:
-                    _settle(submission.admitted, False)  # no-op when it was admitted
                     if event[3] is None:
-                        _settle(submission.done, int(event[2]))
+                        submission.finish(int(event[2]))
                     else:
-                        _settle(submission.done, error=error_from_json(event[3]))
+                        submission.fail(error_from_json(event[3]))
 
     def _forward_cancels(self) -> None:
         with self.lock:
@@ -163,8 +151,7 @@ class _Child:
             self.rows.clear()
         self.ready.set()
         for submission in submissions:
-            _settle(submission.admitted, False)
-            _settle(submission.done, error=self.loss_reason)
+            submission.fail(self.loss_reason)
         self.channel.close()
         self.runner._child_lost(self)
 
@@ -246,8 +233,7 @@ class ProcessRunner(ModelFiles):
         try:
             self._child.submit(self._ids, submission)
         except ChannelClosed:
-            _settle(submission.admitted, False)
-            _settle(submission.done, error=ModelError("the model process is restarting"))
+            submission.fail(ModelError("the model process is restarting"))
         return submission
 
     def reset(self, reason: GatewayError) -> None:

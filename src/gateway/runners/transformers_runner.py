@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import torch
@@ -137,17 +136,6 @@ class _StaticTracker(StoppingCriteria):
             self.tracker.finish_at_length(state)
 
 
-def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
-    """Complete a future unless it is already complete (a reset may have answered it from another thread)."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
-
-
 class _DecodeLoop:
     """The runner's thread: admits submissions between steps and decodes the running batch.
 
@@ -186,8 +174,7 @@ class _DecodeLoop:
             self.running = []
             self.condition.notify()
         for submission in pending:
-            _settle(submission.admitted, False)
-            _settle(submission.done, error=reason)
+            submission.fail(reason)
 
     def _take(self, block: bool) -> list[Submission]:
         with self.condition:
@@ -223,15 +210,13 @@ class _DecodeLoop:
                 return
             if self.batch is None:
                 self.runner.generate_static(rows)
-                _settle(submission.admitted, True)
-                _settle(submission.done, len(rows))
+                submission.finish(len(rows))
                 return
             states = self.batch.join(rows, Sampler(rows[0].params.sampling, self.runner.device))
         except Exception as exc:
-            _settle(submission.admitted, False)
-            _settle(submission.done, error=self.runner.failure(exc))
+            submission.fail(self.runner.failure(exc))
             return
-        _settle(submission.admitted, True)
+        submission.admit()
         self.running.append((submission, states))
         self._settle_finished()
 
@@ -241,10 +226,10 @@ class _DecodeLoop:
             self.batch.step()
         except Exception as exc:
             error = self.runner.failure(exc)
-            self.batch.fail_all()  # the rows not answered yet go back to the scheduler with the error
+            self.batch.clear()  # the rows not answered yet go back to the scheduler with the error
             running, self.running = self.running, []
             for submission, _ in running:
-                _settle(submission.done, error=error)
+                submission.fail(error)
             return
         self._settle_finished()
 
@@ -254,7 +239,7 @@ class _DecodeLoop:
         still = []
         for submission, states in self.running:
             if all(s.done for s in states):
-                _settle(submission.done, max(s.batch_size for s in states))
+                submission.finish(max(s.batch_size for s in states))
             else:
                 still.append((submission, states))
         self.running = still
@@ -327,10 +312,6 @@ class TransformersRunner(ModelFiles):
         self.start()
         assert self._loop is not None
         self._loop.put(submission)
-
-    def generate(self, rows: Sequence[Row]) -> None:
-        """Run ``rows`` and wait for them (blocking; for callers without an event loop)."""
-        self.submit(rows).done.result()
 
     def reset(self, reason: GatewayError) -> None:
         """Abandon the decode loop (stuck, or its batch must go): pending submissions fail with ``reason``."""
