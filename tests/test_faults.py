@@ -302,6 +302,37 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
         assert await ready_state(client) == (503, "open")
 
 
+async def test_oom_mid_generation_runs_rows_not_streamed_again(
+    app_client: AppClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with app_client(enable_faults=True, breaker_failure_threshold=1) as (client, app):
+        alone = [(await gen(client, f"request {i}", max_new_tokens=6)).json()["generated_text"] for i in range(2)]
+        model = engine_of(app).generation.runner.model
+        real_forward = model.forward
+        calls = 0
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            """The 4th forward pass runs out of memory: the blocker's prefill, the pair's prefill, a step, then this
+            one, after both rows of the pair have chosen two tokens."""
+            nonlocal calls
+            calls += 1
+            if calls == 4:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real_forward(*args, **kwargs)
+
+        blocker = await hold_worker(client, app, max_new_tokens=1)  # answered as it joins: one forward pass
+        tasks = await queue_batch(client, app, 2, max_new_tokens=6)
+        monkeypatch.setattr(model, "forward", forward)
+        await clear_fault(client)
+        assert (await blocker).status_code == 200
+        responses = await asyncio.gather(*tasks)
+        # Their clients had seen nothing: each row ran again alone, from its prompt, to the same answer.
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        assert [r.json()["generated_text"] for r in responses] == alone
+        assert calls > 4
+        assert await ready_state(client) == (200, "closed")
+
+
 @pytest.mark.parametrize(
     ("oom_batches", "halved", "final_sizes", "attempts"),
     [

@@ -8,16 +8,21 @@ batch-fill window, kept short.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gateway.demo import DEMO_CAUSAL_ID
-from gateway.errors import DeadlineExceeded, QueueFull, RequestCancelled
+from gateway.errors import DeadlineExceeded, GatewayError, QueueFull, RequestCancelled
+from gateway.runners.base import Row
+from gateway.runners.causal_batch import CausalBatch, Sampler
 from gateway.runners.faults import FaultPlan
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.scheduler import AdmissionQueue, ModelScheduler, WorkItem
-from gateway.types import GenerationParams, SamplingParams
+from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token
 from tests.conftest import ManualClock
 from tests.serving_helpers import wait_until
 
@@ -175,18 +180,76 @@ async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner)
         await wait_until(lambda: len(log.sizes) == 2, what="two groups")  # recorded just after their rows
         assert sorted(log.sizes) == [1, 5]
         # Nothing is running now and six rows were in the system a moment ago: the next group waits (within its
-        # 30 s window) for the returning rows instead of starting with the first one alone.
+        # 30 s window) for half of the returning rows instead of starting with the first one alone ...
         lone = submit(1)
         await asyncio.sleep(0.05)
         assert not any(i.future.done() for i in lone) and scheduler.queue.depth == 1
-        await answered(lone + submit(5))
-        await wait_until(lambda: len(log.sizes) == 3, what="the third group")
-        assert log.sizes[-1] == 6
-        # ... but once the load has been light for a while, a lone row starts at once despite the long window.
+        # ... and starts once half are back, without waiting out the window for the rest, which join after it.
+        await answered(lone + submit(2))
+        await answered(submit(3))
+        await wait_until(lambda: len(log.sizes) == 4, what="two more groups")
+        assert log.sizes[-2:] == [3, 3]
+        # Once the load has been light for a while, a lone row starts at once despite the long window.
         clock.advance(5.0)
         await answered(submit(1))
-        await wait_until(lambda: len(log.sizes) == 4, what="the fourth group")
+        await wait_until(lambda: len(log.sizes) == 5, what="the last group")
         assert log.sizes[-1] == 1
     finally:
         runner.faults.clear()
         await scheduler.close(RequestCancelled())
+
+
+class TokenLog:
+    """A ``RowSink`` that keeps what the runner reports."""
+
+    def __init__(self) -> None:
+        self.tokens: list[Token] = []
+        self.outcome: GenerationOutput | GatewayError | None = None
+        self.finished = threading.Event()
+
+    def cancelled(self) -> bool:
+        return False
+
+    def on_token(self, token: Token) -> None:
+        self.tokens.append(token)
+
+    def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
+        self.outcome = outcome
+        self.finished.set()
+
+
+def test_only_streamed_rows_report_tokens_as_they_come(runner: TransformersRunner) -> None:
+    ids = runner.encode("the same prompt")
+    sinks = [TokenLog(), TokenLog()]
+    rows = [
+        Row(input_ids=ids, params=GREEDY, deadline=time.monotonic() + 60, sink=sink, stream=stream)
+        for sink, stream in zip(sinks, (True, False), strict=True)
+    ]
+    runner.submit(rows).done.result(timeout=20)
+    assert all(s.finished.wait(5) for s in sinks)
+    streamed, plain = (s.outcome for s in sinks)
+    assert isinstance(streamed, GenerationOutput) and isinstance(plain, GenerationOutput)
+    assert streamed.text == plain.text and len(plain.tokens) == GREEDY.max_new_tokens
+    assert sinks[0].tokens == streamed.tokens  # token by token, as chosen
+    assert sinks[1].tokens == []  # only the answer
+    assert [r.emitted_tokens for r in rows] == [GREEDY.max_new_tokens] * 2
+
+
+def test_greedy_submissions_share_one_choice_per_step(runner: TransformersRunner) -> None:
+    """Rows of separate greedy submissions are chosen for together; a seeded sampler keeps its own RNG."""
+    batch = CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device)
+
+    def rows(n: int, params: GenerationParams) -> list[Row]:
+        ids = runner.encode("Request 0: write a short story about the sea.")  # no EOS in its first 50 tokens
+        long = GenerationParams(max_new_tokens=50, sampling=params.sampling)
+        return [Row(input_ids=ids, params=long, deadline=time.monotonic() + 60, sink=TokenLog()) for _ in range(n)]
+
+    with torch.inference_mode():
+        batch.join(rows(2, GREEDY), Sampler(GREEDY.sampling, runner.device))
+        batch.join(rows(3, GREEDY), Sampler(GREEDY.sampling, runner.device))
+        batch.join(rows(1, SAMPLED), Sampler(SAMPLED.sampling, runner.device))
+        assert len(batch) == 6
+        assert len({id(s) for s in batch.samplers[:5]}) == 1
+        assert batch.samplers[5] is not batch.samplers[0] and batch.samplers[5].generator is not None
+        batch.step()
+    assert len(batch) == 6 and all(len(state.ids) == 2 for state in batch.states)

@@ -2,7 +2,7 @@
 
 ``submit(rows)`` hands over one group of rows with equal sampling settings and returns a ``Submission`` at
 once. Each row reports through its ``RowSink`` (called from the runner's thread): tokens as they are chosen
-(for streaming) and exactly one ``on_done`` with a ``GenerationOutput`` or a ``GatewayError`` (cancelled,
+(streaming rows only) and exactly one ``on_done`` with a ``GenerationOutput`` or a ``GatewayError`` (cancelled,
 deadline). A row may finish early (its own stop sequence, EOS, cancellation) while the rest go on. If the
 submission fails (``submission.done`` raises ``OutOfMemory``, ``ModelError`` or ``WorkerStalled``), its rows
 that have not had ``on_done`` are not finished and the caller decides what to do with them (retry in halves,
@@ -35,6 +35,8 @@ class Row:
     params: GenerationParams
     deadline: float
     sink: RowSink
+    stream: bool = False  # the client reads tokens as they come: ``on_token`` is called only for such rows
+    # Tokens chosen so far. Across a model process the gateway's copy counts only streamed rows' tokens.
     emitted_tokens: int = 0
     done: bool = field(default=False)
 

@@ -123,6 +123,10 @@ class CausalBatch:
     def join(self, rows: Sequence[Row], sampler: Sampler) -> list[RowState]:
         """Prefill ``rows`` (one submission), choose their first token and add them to the running batch."""
         started = time.monotonic()
+        if sampler.generator is None:
+            # Rows that choose without randomness share a sampler when their settings are equal: one choice per
+            # step for all of them, however many submissions they came in.
+            sampler = next((s for s in self.samplers if s.generator is None and s.params == sampler.params), sampler)
         states = [self.tracker.start(row, sampler.seed, started) for row in rows]
         longest = max(len(r.input_ids) for r in rows)
         ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)

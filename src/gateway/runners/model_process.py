@@ -5,10 +5,10 @@ The gateway process keeps HTTP, tokenizing and answering; this one keeps torch. 
 event loop never waits on the model's Python, and the model never waits on the event loop.
 
 Messages from the gateway: ``config`` (first), ``submit``, ``cancel``, ``wake`` (end an injected stall),
-``stop``. To the gateway: ``ready`` or ``failed`` (first), then ``events`` (row tokens and answers, submission
-states, in the order they happened, batched by a sender thread) and ``memory`` (torch's CUDA allocator, once a
-second on a GPU). SIGINT and SIGTERM are ignored: the gateway decides when this process ends (``stop``, or its
-end of the channel closing).
+``stop``. To the gateway: ``ready`` or ``failed`` (first), then ``events`` (streamed rows' tokens, answers,
+submission states, in the order they happened, batched by a sender thread) and ``memory`` (torch's CUDA
+allocator, once a second on a GPU). SIGINT and SIGTERM are ignored: the gateway decides when this process ends
+(``stop``, or its end of the channel closing).
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def _submission(message: dict[str, Any], outbox: _Outbox, sinks: dict[int, _Sink
         sink = _Sink(int(r["id"]), outbox, sinks)
         sinks[sink.rid] = sink
         ids = [int(i) for i in r["ids"]]
-        rows.append(Row(input_ids=ids, params=params_from_json(r["params"]), deadline=float(r["deadline"]), sink=sink))
+        params = params_from_json(r["params"])
+        deadline = float(r["deadline"])
+        rows.append(Row(input_ids=ids, params=params, deadline=deadline, sink=sink, stream=bool(r["stream"])))
     fault = FaultPlan(**message["fault"]) if message.get("fault") else None
     submission = Submission(rows=rows, fault=fault)
     _report_submission(outbox, int(message["id"]), submission)

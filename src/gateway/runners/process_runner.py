@@ -80,7 +80,9 @@ class _Child:
                 rid = next(rid_counter)
                 self.rows[rid] = row
                 params = params_to_json(row.params)
-                rows.append({"id": rid, "ids": row.input_ids, "params": params, "deadline": row.deadline})
+                rows.append(
+                    {"id": rid, "ids": row.input_ids, "params": params, "deadline": row.deadline, "stream": row.stream}
+                )
         fault = submission.fault
         wire_fault = None if fault is None else {"kind": fault.kind, "seconds": fault.seconds}
         self.channel.send({"t": "submit", "id": sid, "rows": rows, "fault": wire_fault})

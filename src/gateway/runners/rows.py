@@ -110,8 +110,9 @@ class RowTracker:
         elif len(state.ids) >= state.max_new_tokens:
             reason = FinishReason.LENGTH
         if reason is None:
-            sink.on_token(token)
             row.emitted_tokens += 1
+            if row.stream:
+                sink.on_token(token)
         else:
             self.complete(state, reason, token)
 
@@ -144,8 +145,9 @@ class RowTracker:
             last = Token(id=last.id, text=last.text + rest, logprob=last.logprob, special=last.special)
             state.tokens[-1] = last
             state.emitted_text += rest
-        state.sink.on_token(last)
         state.row.emitted_tokens += 1
+        if state.row.stream:
+            state.sink.on_token(last)
         now = time.monotonic()
         output = GenerationOutput(
             text=text,

@@ -39,7 +39,7 @@ class WorkItem:
         self.loop = loop
         self.future: asyncio.Future[GenerationOutput] = loop.create_future()
         self.events: asyncio.Queue[Token | object] | None = asyncio.Queue() if stream else None
-        self.row = Row(input_ids=input_ids, params=params, deadline=deadline, sink=self)
+        self.row = Row(input_ids=input_ids, params=params, deadline=deadline, sink=self, stream=stream)
         self.enqueued_at = clock()
         self.started_at: float | None = None
         self._cancelled = False
