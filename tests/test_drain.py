@@ -74,6 +74,9 @@ def test_sigterm_drains_in_flight_and_queued_work_then_exits_0(gateway_server: S
     assert server.proc.wait(timeout=30) == 0
     logs = [json.loads(line) for line in server.read_output().splitlines() if line.startswith("{")]
     assert any(line["message"] == "drain finished" for line in logs)
+    # The gateway and both model processes froze their start-up heaps (a full collection would walk them).
+    frozen = [line for line in logs if line["message"] == "startup heap frozen"]
+    assert len(frozen) == 3 and all(line["objects"] > 50_000 for line in frozen), frozen
 
 
 def test_work_left_when_the_grace_period_ends_is_answered_503(gateway_server: StartServer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -21,8 +22,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway import __version__
-from gateway.engine import Engine
+from gateway.engine import Engine, LoadState
 from gateway.errors import Draining
+from gateway.heap import freeze_startup_heap
 from gateway.logs import configure_logging, uvicorn_log_config
 from gateway.settings import Settings
 
@@ -61,6 +63,7 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout_s = drain_timeout_s
         self._drain_requested = False
         self._watcher: asyncio.Task[None] | None = None
+        self._heap_frozen = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Unlike uvicorn's handler, the signal is not re-raised at exit: a drained shutdown exits 0.
@@ -71,6 +74,11 @@ class DrainingServer(uvicorn.Server):
         self._drain_requested = True
 
     async def on_tick(self, counter: int) -> bool:
+        if not self._heap_frozen and self.engine.state is LoadState.LOADED:
+            # What loading made lives as long as the process: out of the collector's way (no collection now,
+            # requests may be arriving; the garbage of importing was collected before serving).
+            freeze_startup_heap(collect=False)
+            self._heap_frozen = True
         if self._drain_requested and self._watcher is None:
             self._watcher = asyncio.create_task(self._drain())
         return await super().on_tick(counter)
@@ -104,6 +112,7 @@ def serve(settings: Settings) -> int:
         server_header=False,
     )
     server = DrainingServer(config, engine, settings.drain_timeout_s)
+    gc.collect()  # the garbage of importing, before any request can wait on a collection
     log.info("serving", extra={"host": settings.host, "port": settings.port, "version": __version__})
     server.run()
     return 0

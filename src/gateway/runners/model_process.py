@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from gateway.errors import GatewayError, ModelError
+from gateway.heap import freeze_startup_heap
 from gateway.logs import configure_logging
 from gateway.runners.base import Row, Submission
 from gateway.runners.faults import FaultPlan
@@ -160,6 +161,7 @@ def serve(channel: Channel) -> int:
         log.exception("model process: load failed", extra={"model": config.get("model_id")})
         channel.send({"t": "failed", "error": repr(exc)[:500]})
         return 1
+    freeze_startup_heap()  # torch, transformers and the model: no full collection walks them while decoding
     runner.start()
     info = runner.info
     channel.send({"t": "ready", "info": {"device": info.device, "dtype": info.dtype}, "continuous": runner.continuous})
