@@ -27,6 +27,7 @@ from tests.conftest import ManualClock
 from tests.serving_helpers import wait_until
 
 GREEDY = GenerationParams(max_new_tokens=4)
+LONG = GenerationParams(max_new_tokens=700)  # runs for about half a second on the demo model
 SAMPLED = GenerationParams(max_new_tokens=4, sampling=SamplingParams(do_sample=True, temperature=0.7, seed=1))
 
 
@@ -159,8 +160,8 @@ async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner)
     scheduler.start()
     loop = asyncio.get_running_loop()
 
-    def submit(n: int) -> list[WorkItem]:
-        items = [WorkItem(loop, runner.encode(f"row {i}"), GREEDY, clock() + 60, clock=clock) for i in range(n)]
+    def submit(n: int, params: GenerationParams = GREEDY) -> list[WorkItem]:
+        items = [WorkItem(loop, runner.encode(f"row {i}"), params, clock() + 60, clock=clock) for i in range(n)]
         scheduler.queue.reserve(n)
         scheduler.queue.put(items)
         return items
@@ -179,21 +180,26 @@ async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner)
         await answered(first + second)
         await wait_until(lambda: len(log.sizes) == 2, what="two groups")  # recorded just after their rows
         assert sorted(log.sizes) == [1, 5]
-        # Nothing is running now and six rows were in the system a moment ago: the next group waits (within its
-        # 30 s window) for half of the returning rows instead of starting with the first one alone ...
+        # Six rows were in the system a moment ago, but nothing runs now: the model is idle, a row starts at once.
+        long = submit(1, LONG)
+        await wait_until(lambda: scheduler.queue.depth == 0, what="the long row to start")
+        # While it runs, five rows are expected back: the next group waits (within its 30 s window) for half ...
         lone = submit(1)
         await asyncio.sleep(0.05)
         assert not any(i.future.done() for i in lone) and scheduler.queue.depth == 1
-        # ... and starts once half are back, without waiting out the window for the rest, which join after it.
-        await answered(lone + submit(2))
-        await answered(submit(3))
+        assert not long[0].future.done()
+        # ... and starts once two are there, without waiting out the window for the rest.
+        await answered(lone + submit(1))
+        await answered(long)
         await wait_until(lambda: len(log.sizes) == 4, what="two more groups")
-        assert log.sizes[-2:] == [3, 3]
-        # Once the load has been light for a while, a lone row starts at once despite the long window.
+        assert log.sizes[-2:] == [2, 1]
+        # Once the load has been light for a while, a lone row starts at once even beside a running one.
+        long = submit(1, LONG)
+        await wait_until(lambda: scheduler.queue.depth == 0, what="the long row to start")
         clock.advance(5.0)
         await answered(submit(1))
-        await wait_until(lambda: len(log.sizes) == 5, what="the last group")
-        assert log.sizes[-1] == 1
+        assert not long[0].future.done()
+        await answered(long)
     finally:
         runner.faults.clear()
         await scheduler.close(RequestCancelled())
