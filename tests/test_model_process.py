@@ -9,6 +9,8 @@ the contract's stall fault until the watchdog kills it. Most other tests run the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -19,7 +21,8 @@ import pytest
 
 from gateway.demo import DEMO_CAUSAL_ID
 from gateway.runners.process_runner import ProcessRunner
-from gateway.runners.wire import Channel, ChannelClosed
+from gateway.runners.wire import Channel, ChannelClosed, params_from_json, params_to_json
+from gateway.types import GenerationParams, SamplingParams
 from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
 
 GEN = DEMO_CAUSAL_ID
@@ -110,3 +113,27 @@ def test_the_channel_carries_json_frames_only() -> None:
         b.recv()
     a.close()
     b.close()
+
+
+def test_every_generation_setting_crosses_the_channel() -> None:
+    params = GenerationParams(
+        max_new_tokens=7,
+        sampling=SamplingParams(
+            do_sample=True,
+            temperature=0.5,
+            top_k=4,
+            top_p=0.9,
+            typical_p=0.8,
+            repetition_penalty=1.2,
+            seed=3,
+            forced_bos_token_id=11,
+        ),
+        stop=("end", "\n\n"),
+        truncate=9,
+    )
+    # Every field is set away from its default, so a field the channel forgot would come back different.
+    defaults = GenerationParams()
+    assert all(getattr(params, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(GenerationParams))
+    ours, theirs = params.sampling, defaults.sampling
+    assert all(getattr(ours, f.name) != getattr(theirs, f.name) for f in dataclasses.fields(SamplingParams))
+    assert params_from_json(json.loads(json.dumps(params_to_json(params)))) == params

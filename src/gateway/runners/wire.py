@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import threading
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from gateway.errors import (
@@ -77,8 +77,18 @@ class Channel:
 # -- values --
 
 
+_SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
+
+
 def params_to_json(params: GenerationParams) -> dict[str, Any]:
-    return asdict(params)
+    # Field by field rather than ``dataclasses.asdict``, which deep-copies every value (once per row sent).
+    sampling = params.sampling
+    return {
+        "max_new_tokens": params.max_new_tokens,
+        "sampling": {name: getattr(sampling, name) for name in _SAMPLING_FIELDS},
+        "stop": list(params.stop),
+        "truncate": params.truncate,
+    }
 
 
 def params_from_json(data: dict[str, Any]) -> GenerationParams:
