@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable
@@ -62,27 +61,32 @@ async def require_api_key(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client disconnects first, cancel it (its rows are dropped) and answer 499."""
-    task = asyncio.ensure_future(work)
+    """Run ``work``; if the client disconnects first, cancel it (its rows are dropped) and answer 499.
+
+    ``work`` runs in this task, so its synchronous start (admission: a full queue's 429) happens at once, in the
+    same turn of the event loop as the request's parsing; a watcher task cancels this one on a disconnect.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    disconnected = False
 
     async def watch() -> None:
+        nonlocal disconnected
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        disconnected = True
+        current.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
-        raise
+        if not disconnected:
+            raise
+        current.uncancel()  # the cancellation was ours: this request goes on to answer 499
+        raise RequestCancelled() from None
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, GatewayError):
-        await task
-    raise RequestCancelled()
 
 
 def _timeout(settings: Settings, requested: float | None) -> float:
