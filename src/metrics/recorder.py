@@ -16,7 +16,7 @@ Every label value is bounded here, so no caller can blow up the number of series
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from gateway.stats import BatchRecord, RequestRecord
 
@@ -51,6 +51,7 @@ class PrometheusRecorder:
         languages: Iterable[str] = (),
     ) -> None:
         self._m = instruments
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._models = frozenset(models)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
 
@@ -86,29 +87,39 @@ class PrometheusRecorder:
         route = self.route_label(record.route)
         status = self.status_label(record.status)
 
-        m.requests.labels(route=route, status=status, model=model).inc()
-        m.request_duration.labels(route=route, model=model).observe(record.latency_s)
+        child = self._child
+        child(m.requests, route=route, status=status, model=model).inc()
+        child(m.request_duration, route=route, model=model).observe(record.latency_s)
         if record.queue_s is not None:
-            m.queue_wait.labels(model=model).observe(record.queue_s)
+            child(m.queue_wait, model=model).observe(record.queue_s)
         if record.inference_s is not None:
-            m.inference_duration.labels(model=model).observe(record.inference_s)
+            child(m.inference_duration, model=model).observe(record.inference_s)
         if record.first_token_s is not None:
-            m.time_to_first_token.labels(model=model).observe(record.first_token_s)
+            child(m.time_to_first_token, model=model).observe(record.first_token_s)
         # Kept simple on purpose: the mean time per generated token over the whole generate call (prefill
         # included). Subtracting TTFT is not sound because TTFT is measured from arrival (queue included)
         # while inference_s covers only the generate call; one token carries no decode time at all.
         if record.generated_tokens > 1 and record.inference_s:
-            m.time_per_output_token.labels(model=model).observe(record.inference_s / record.generated_tokens)
+            child(m.time_per_output_token, model=model).observe(record.inference_s / record.generated_tokens)
         if record.prompt_tokens > 0:
-            m.prompt_tokens.labels(model=model).inc(record.prompt_tokens)
+            child(m.prompt_tokens, model=model).inc(record.prompt_tokens)
         if record.generated_tokens > 0:
-            m.generated_tokens.labels(model=model).inc(record.generated_tokens)
+            child(m.generated_tokens, model=model).inc(record.generated_tokens)
 
         if record.route == TRANSLATE_ROUTE or record.source_lang is not None:
             source = self.language_label(record.source_lang)
             target = self.language_label(record.target_lang)
             m.translation_requests.labels(source_lang=source, target_lang=target, status=status).inc()
             m.translation_duration.labels(source_lang=source, target_lang=target).observe(record.latency_s)
+
+    def _child(self, metric: Any, **labels: str) -> Any:
+        """``metric.labels(**labels)``, looked up once per label set (the sets are bounded; ``labels()`` costs more
+        than the update itself, several times per request). A series still appears only once it is used."""
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
 
     def batch_finished(self, record: BatchRecord) -> None:
         model = self.model_label(record.model)
