@@ -84,6 +84,7 @@ async def test_a_killed_model_process_fails_its_rows_and_is_replaced(app_client:
         r = await client.post("/generate", json={"inputs": "after", "parameters": {"max_new_tokens": 4}})
         assert r.status_code == 200, r.text
         assert (await client.get("/ready")).status_code == 200
+        assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
 
 
 async def test_a_stalled_model_process_is_killed_by_the_watchdog_and_replaced(app_client: Any) -> None:

@@ -224,6 +224,8 @@ class Engine:
             clock=self.clock,
             on_transition=on_transition,
         )
+        if hasattr(runner, "on_crash_restart"):  # a model process: replaced when it dies on its own
+            setattr(runner, "on_crash_restart", lambda: self.sink.worker_replaced(name))  # noqa: B010
         scheduler = ModelScheduler(
             name,
             runner,

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.errors import GatewayError, ModelError
@@ -59,6 +59,7 @@ class _Child:
         self.device = self.dtype = ""
         self.error: str | None = None
         self.lost = False
+        self.reset_requested = False  # killed on purpose (the watchdog), not dead on its own
         self.loss_reason: GatewayError = ModelError("the model process exited")
         self.memory: dict[str, Any] | None = None
         self.channel.send(config)
@@ -206,6 +207,9 @@ class ProcessRunner(ModelFiles):
         self._lock = threading.Lock()
         self._closing = False
         self.restarts = 0
+        # Called (on the reader thread) once a model process that died on its own has been replaced; the
+        # watchdog's resets are counted by the scheduler that asked for them.
+        self.on_crash_restart: Callable[[], None] | None = None
         self._child = _Child(self, self._config)
         if not self._child.ready.wait(load_timeout_s) or not self._child.alive:
             error = self._child.error or "the model process did not start"
@@ -242,6 +246,7 @@ class ProcessRunner(ModelFiles):
         """Kill the model process (stuck); its rows fail with ``reason``; a new one starts."""
         child = self._child
         child.loss_reason = reason
+        child.reset_requested = True
         child.kill()  # the reader sees the end of the stream, fails the rows and starts the next process
 
     def _child_lost(self, child: _Child) -> None:
@@ -255,6 +260,8 @@ class ProcessRunner(ModelFiles):
             )
             self.restarts += 1
             self._child = _Child(self, self._config)
+        if not child.reset_requested and self.on_crash_restart is not None:
+            self.on_crash_restart()
 
     def _wake_stalls(self) -> None:
         with contextlib.suppress(ChannelClosed):
