@@ -85,6 +85,20 @@ def _history(states: Sequence[RowState], device: torch.device) -> torch.Tensor:
     return torch.tensor([[s[0]] * (width - len(s)) + s for s in seqs], dtype=torch.long, device=device)
 
 
+def pad_rows(rows: Sequence[Row], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of ``rows``, padded to the longest on the left (a causal LM continues from the
+    right edge) or on the right (an encoder's input)."""
+    longest = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row.input_ids)
+        cols = slice(longest - n, longest) if left else slice(0, n)
+        ids[i, cols] = torch.tensor(row.input_ids, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
 def supports_continuous_batching(model: Any) -> bool:
     """Whether this model's cache is the plain ``DynamicCache`` the join/filter code knows how to reshape.
 
@@ -128,13 +142,7 @@ class CausalBatch:
             # step for all of them, however many submissions they came in.
             sampler = next((s for s in self.samplers if s.generator is None and s.params == sampler.params), sampler)
         states = [self.tracker.start(row, sampler.seed, started) for row in rows]
-        longest = max(len(r.input_ids) for r in rows)
-        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row.input_ids)
-            ids[i, longest - n :] = torch.tensor(row.input_ids, dtype=torch.long)
-            mask[i, longest - n :] = 1
+        ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)

@@ -86,14 +86,14 @@ class FaultInjector:
             self.injected += 1
             return plan
 
-    def apply(self, plan: FaultPlan, oom_error: type[BaseException], wake: threading.Event | None = None) -> None:
+    def apply(self, plan: FaultPlan, oom_error: type[BaseException]) -> None:
         """Raise or stall as ``plan`` says; ``oom_error`` is the runtime's own out-of-memory exception class.
 
-        A stall ends early when ``wake`` is set (by default: when this injector's plan next changes).
+        A stall ends early when this injector's plan next changes.
         """
         if plan.kind == "oom":
             raise oom_error("CUDA out of memory. (injected fault)")
         if plan.kind == "error":
             raise RuntimeError("injected model error")
         if plan.kind == "stall":
-            (wake or self._wake).wait(plan.seconds)
+            self._wake.wait(plan.seconds)

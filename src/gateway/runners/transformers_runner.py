@@ -35,7 +35,7 @@ from transformers import (
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, Submission
-from gateway.runners.causal_batch import CausalBatch, Sampler, supports_continuous_batching
+from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
@@ -334,15 +334,7 @@ class TransformersRunner(ModelFiles):
     def generate_static(self, rows: Sequence[Row]) -> None:
         """One ``generate`` call for ``rows``: the path of seq2seq models."""
         sampling = rows[0].params.sampling
-        longest = max(len(r.input_ids) for r in rows)
-        input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row.input_ids)
-            # Causal LMs continue from the right edge, so they are padded on the left.
-            cols = slice(longest - n, longest) if not self.is_seq2seq else slice(0, n)
-            input_ids[i, cols] = torch.tensor(row.input_ids, dtype=torch.long)
-            attention[i, cols] = 1
+        input_ids, attention = pad_rows(rows, self.pad_id, left=not self.is_seq2seq)
         stash = _LogprobStash()
         seed = sampling.seed if sampling.do_sample else None
         if sampling.do_sample:
