@@ -390,6 +390,9 @@ async def test_info_describes_the_demo_models(app_client):
         assert ids[DEMO_SEQ2SEQ_ID]["task"] == "text2text-generation"
         assert {"en", "zh", "de", "fr", "es", "ja"} <= set(ids[DEMO_SEQ2SEQ_ID]["languages"])
         assert ids[DEMO_CAUSAL_ID]["device"] == "cpu" and ids[DEMO_CAUSAL_ID]["dtype"] == "float32"
+        # The causal LM's rows join a running batch; the seq2seq model runs one generate per group.
+        assert ids[DEMO_CAUSAL_ID]["continuous_batching"] is True
+        assert ids[DEMO_SEQ2SEQ_ID]["continuous_batching"] is False
         assert info["limits"]["max_input_tokens"] == 1024
         assert info["batching"]["max_batch_size"] == 32
         assert info["version"]

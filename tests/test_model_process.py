@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.demo import DEMO_CAUSAL_ID
+from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.runners.process_runner import ProcessRunner
 from gateway.runners.wire import Channel, ChannelClosed, params_from_json, params_to_json
 from gateway.types import GenerationParams, SamplingParams
@@ -63,6 +63,8 @@ async def test_the_model_process_answers_like_the_in_process_loop(app_client: An
     async with app_client(model_process=True) as (client, app):
         runner = runner_of(app)
         assert runner.pid != os.getpid() and runner.alive
+        batching = {m["model_id"]: m["continuous_batching"] for m in (await client.get("/info")).json()["models"]}
+        assert batching == {GEN: True, DEMO_SEQ2SEQ_ID: False}  # as the model processes reported
         through_process = await answers(client)
     assert runner._child.proc.returncode == 0  # stopped cleanly at shutdown
     async with app_client() as (client, _):

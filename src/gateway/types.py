@@ -73,5 +73,6 @@ class ModelInfo:
     device: str
     dtype: str
     is_demo: bool
+    continuous_batching: bool = False  # rows join and leave a running batch (else: one generate per group)
     languages: tuple[str, ...] = ()
     translation_style: str | None = None

@@ -253,6 +253,7 @@ async def info(request: Request) -> dict[str, Any]:
             "device": i.device,
             "dtype": i.dtype,
             "demo": i.is_demo,
+            "continuous_batching": i.continuous_batching,
             "languages": list(i.languages) or None,
             "translation_style": i.translation_style,
         }
@@ -282,7 +283,6 @@ async def info(request: Request) -> dict[str, Any]:
             "max_batch_size": s.max_batch_size,
             "max_batch_wait_ms": s.max_batch_wait_ms,
             "max_queue": s.max_queue,
-            "continuous": True,
             "model_process": s.model_process,
         },
     }

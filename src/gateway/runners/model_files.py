@@ -71,7 +71,7 @@ class ModelFiles:
         )
         self._fast_encoder = self._checked_fast_encoder()
 
-    def model_info(self, *, device: str, dtype: str, is_demo: bool) -> ModelInfo:
+    def model_info(self, *, device: str, dtype: str, is_demo: bool, continuous_batching: bool) -> ModelInfo:
         return ModelInfo(
             model_id=self.model_id,
             revision=self.resolved_revision,
@@ -79,6 +79,7 @@ class ModelFiles:
             device=device,
             dtype=dtype,
             is_demo=is_demo,
+            continuous_batching=continuous_batching,
         )
 
     def encode(self, text: str) -> list[int]:

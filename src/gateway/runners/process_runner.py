@@ -57,6 +57,7 @@ class _Child:
         self.lock = threading.Lock()
         self.ready = threading.Event()
         self.device = self.dtype = ""
+        self.continuous = False
         self.error: str | None = None
         self.lost = False
         self.reset_requested = False  # killed on purpose (the watchdog), not dead on its own
@@ -96,6 +97,7 @@ class _Child:
                 return
             self.device = str(first["info"]["device"])
             self.dtype = str(first["info"]["dtype"])
+            self.continuous = bool(first["continuous"])
             self.ready.set()
             while True:
                 message = self.channel.recv()
@@ -216,7 +218,10 @@ class ProcessRunner(ModelFiles):
             self._closing = True
             self._child.kill()
             raise RuntimeError(error)
-        self.info = self.model_info(device=self._child.device, dtype=self._child.dtype, is_demo=is_demo)
+        child = self._child
+        self.info = self.model_info(
+            device=child.device, dtype=child.dtype, is_demo=is_demo, continuous_batching=child.continuous
+        )
 
     @property
     def pid(self) -> int:

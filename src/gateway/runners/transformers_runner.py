@@ -279,7 +279,10 @@ class TransformersRunner(ModelFiles):
         self._loop: _DecodeLoop | None = None
         self._generation = 0
         self.info = self.model_info(
-            device=str(self.device), dtype=str(self.dtype).removeprefix("torch."), is_demo=is_demo
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            is_demo=is_demo,
+            continuous_batching=self.continuous,
         )
 
     # -- generation --
