@@ -184,6 +184,35 @@ async def test_malformed_bodies_get_4xx(app_client):
         assert_error(r, 422, "validation", "invalid JSON")
         r = await client.post("/generate", content=b"\xff\xfe", headers={"content-type": "application/json"})
         assert 400 <= r.status_code < 500
+        r = await client.post("/generate", content=b"", headers={"content-type": "application/json"})
+        assert_error(r, 422, "validation", "body: Field required")
+
+
+async def test_json_body_only_with_a_json_content_type(app_client):
+    # As FastAPI's own handler: a body with another content type (a cross-site form post) is not read as JSON.
+    body = json.dumps({"inputs": "hello", "parameters": {"max_new_tokens": 2}}).encode()
+    async with app_client() as (client, _):
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            r = await client.post("/generate", content=body, headers={"content-type": content_type})
+            assert_error(r, 422, "validation", "body")
+        for content_type in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
+            r = await client.post("/generate", content=body, headers={"content-type": content_type})
+            assert r.status_code == 200, (content_type, r.text)
+        r = await client.post("/generate", content=body, headers={"content-type": ""})
+        assert r.status_code == 200, r.text
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(app_client):
+    async def chunks() -> Any:
+        yield b'{"inputs": "'
+        for _ in range(8):
+            yield b"x" * 512
+        yield b'"}'
+
+    async with app_client(max_body_bytes=2048) as (client, _):
+        r = await client.post("/generate", content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in r.request.headers
+        assert_error(r, 413, "payload_too_large", "2048 bytes")
 
 
 async def test_payload_limits_give_413(app_client):
@@ -495,3 +524,16 @@ async def test_no_cors_headers_unless_configured(app_client):
             "/generate", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
         )
         assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_openapi_describes_the_inference_bodies(app_client):
+    async with app_client() as (client, _):
+        r = await client.get("/openapi.json")
+        assert r.status_code == 200
+        spec = r.json()
+        bodies = {"/generate": "GenerateRequest", "/": "CompatRequest", "/translate": "TranslateRequest"}
+        for path, model in bodies.items():
+            body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            assert body == {"$ref": f"#/components/schemas/{model}"}, (path, body)
+        assert "max_new_tokens" in spec["components"]["schemas"]["GenerateParameters"]["properties"]
+        assert (await client.get("/docs")).status_code == 200

@@ -7,10 +7,10 @@ import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.http.responses import JSONResponse
 from gateway.stats import RequestRecord
 
 log = logging.getLogger("gateway.http")

@@ -6,7 +6,6 @@ in, and at the end of the response (or when the client goes away) logs it and ha
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -17,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, HeadersTooLarge, PayloadTooLarge
 from gateway.http.errors import error_body, error_headers, note_error
+from gateway.http.responses import dumps
 from gateway.logs import ACCESS_LOGGER
 from gateway.stats import RequestRecord, StatsSink
 
@@ -132,7 +132,7 @@ class RequestContextMiddleware:
 
     async def _send_error(self, send: Send, record: RequestRecord, error: GatewayError) -> None:
         note_error(record, error)
-        body = json.dumps(error_body(error, record.request_id)).encode()
+        body = dumps(error_body(error, record.request_id))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(error, record.request_id).items()]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine
 from gateway.errors import GatewayError, InvalidRequest, NotReady, RequestCancelled, Unauthorized
+from gateway.http.body_route import json_body_route
 from gateway.http.errors import note_error
+from gateway.http.responses import JSONResponse, dumps
 from gateway.http.schemas import (
     CompatRequest,
     FaultRequest,
@@ -112,11 +113,12 @@ def _generation_service(engine: Engine) -> ModelService:
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data:" + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data:" + dumps(payload) + b"\n\n"
 
 
 router = APIRouter()
-inference = APIRouter(dependencies=[Depends(require_api_key)])
+# The inference routes parse their body in one step (``JSONBodyRoute``), the API-key check first.
+inference = APIRouter(route_class=json_body_route(require_api_key))
 
 
 async def _generate(request: Request, body: GenerateRequest) -> dict[str, Any]:

@@ -1,18 +1,20 @@
 """The channel between the gateway and its model process: length-prefixed JSON over a socket pair.
 
-JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object. This module also turns
+JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object (orjson: the answers of
+a whole batch cross here, token by token). This module also turns
 the few values that cross the channel (params, tokens, outputs, errors) into JSON and back. No torch here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import struct
 import threading
 from dataclasses import fields
 from typing import Any
+
+import orjson
 
 from gateway.errors import (
     DeadlineExceeded,
@@ -40,7 +42,7 @@ class Channel:
         self._send_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
+        data = orjson.dumps(message)
         with self._send_lock:
             try:
                 self.sock.sendall(_HEADER.pack(len(data)) + data)
@@ -51,7 +53,7 @@ class Channel:
         (length,) = _HEADER.unpack(self._read(_HEADER.size))
         if length > MAX_FRAME_BYTES:
             raise ChannelClosed(f"frame of {length} bytes")
-        message = json.loads(self._read(length))
+        message = orjson.loads(self._read(length))  # not JSON (a pickle, say): ValueError
         if not isinstance(message, dict):
             raise ChannelClosed("frame is not a JSON object")
         return message
