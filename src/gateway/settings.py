@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # Observability and operations
     log_payloads: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (spans and HTTP metrics through the global providers); off, it "
+        "costs nothing per request",
+    )
     enable_faults: bool = False
 
     @field_validator("model", "translation_model", "revision", mode="before")

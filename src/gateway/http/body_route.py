@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import request_response as starlette_request_response
 
 Guard = Callable[[Request], Awaitable[None]]
 
@@ -58,10 +59,16 @@ class JSONBodyRoute(APIRoute):
     """An ``APIRoute`` for endpoints ``(request: Request, body: Model) -> Response``, with a lean handler.
 
     ``guard`` (the API-key check) runs before the body is read. Endpoints of any other shape are refused when the
-    route is built, so a new route cannot silently lose FastAPI's parameter handling.
+    route is built, so a new route cannot silently lose FastAPI's parameter handling. The route's ASGI app is
+    Starlette's own ``request_response`` (the app's exception handlers included), without the two exit stacks
+    FastAPI's copy of it opens per request for dependencies with ``yield`` (these routes have none).
     """
 
     guard: Guard | None = None
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = starlette_request_response(self.get_route_handler())
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         params = list(inspect.signature(self.endpoint).parameters)
