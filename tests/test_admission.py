@@ -53,6 +53,38 @@ async def test_a_full_queue_answers_429_at_once_without_touching_the_model(app_c
         assert (await gen(client, "later")).status_code == 200
 
 
+async def test_a_full_queue_sheds_before_parsing_but_after_the_key_and_not_while_draining(
+    app_client: AppClient,
+) -> None:
+    # The middleware answers 429 from the path alone while the queue is full (no routing, parsing or
+    # validation); it must not change what a caller with a wrong key, or a draining gateway, answers.
+    async with app_client(enable_faults=True, max_queue=1, api_key="s3cret") as (client, app):
+        client.headers["Authorization"] = "Bearer s3cret"
+        blocker = await hold_worker(client, app)
+        queued = asyncio.ensure_future(gen(client, "queued"))
+        await wait_queued(app, 1)
+
+        # Whatever the body: the queue has no room for it.
+        for body in (b"{not json", b'{"inputs": ""}', b'{"inputs": "fine"}'):
+            r = await client.post("/generate", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 429 and r.json()["error_type"] == "queue_full", r.text
+            assert r.headers["retry-after"] == "1"
+        # Another model's queue has room.
+        r = await client.post("/translate", json={"text": "Hi", "source_lang": "en", "target_lang": "de"})
+        assert r.status_code == 200, r.text
+        # A wrong key is still a 401, and a GET still a 405.
+        r = await client.post("/generate", json={"inputs": "x"}, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401, r.text
+        assert (await client.get("/generate")).status_code == 405
+        # Draining: 503 as the route says, not 429.
+        app.state.engine.begin_drain()
+        r = await client.post("/generate", json={"inputs": "x"})
+        assert r.status_code == 503 and r.json()["error_type"] == "draining", r.text
+
+        await clear_fault(client)
+        assert [r.status_code for r in await asyncio.gather(blocker, queued)] == [200, 200]
+
+
 async def test_a_deadline_passed_in_the_queue_gets_504_and_is_never_computed(app_client: AppClient) -> None:
     async with app_client(enable_faults=True) as (client, app):
         blocker = await hold_worker(client, app)

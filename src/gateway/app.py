@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway import __version__
 from gateway.engine import Engine, RunnerFactory, model_ids
+from gateway.errors import GatewayError
+from gateway.http.auth import key_matches
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.routes import install_routes
@@ -96,6 +98,19 @@ def create_app(
             return engine.generation_model_id
         return ""
 
+    def shed(method: str, path: str, headers: dict[bytes, bytes]) -> GatewayError | None:
+        """429 for an inference request while its model's queue is full, decided from the path alone: under
+        overload a rejection then costs no routing, body parsing or validation. Only for callers with a valid
+        key (the others get their 401 from the route), and only where the route would refuse the request with
+        the same 429 whatever its body (``ModelService.refusal``)."""
+        model = model_for_route(path)
+        if method != "POST" or not model:
+            return None
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if not key_matches(settings.api_key, authorization, headers.get(b"x-api-key", b"").decode("latin-1")):
+            return None
+        return engine.refusal(model)
+
     app.add_middleware(
         RequestContextMiddleware,
         sink=engine.sink,
@@ -104,6 +119,7 @@ def create_app(
         log_payloads=settings.log_payloads,
         model_for_route=model_for_route,
         metered_routes=METERED_ROUTES,
+        shed=shed,
     )
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.breaker import BreakerState, CircuitBreaker
-from gateway.errors import Draining
+from gateway.errors import Draining, GatewayError
 from gateway.runners.base import ModelRunner
 from gateway.runners.faults import FaultInjector
 from gateway.scheduler import ModelScheduler
@@ -281,6 +281,11 @@ class Engine:
             and not self.lifecycle.draining
             and all(s.ready for s in self.services.values())
         )
+
+    def refusal(self, model_id: str) -> GatewayError | None:
+        """The 429 a new request for ``model_id`` would get whatever its body (a full queue), or None."""
+        service = self.services.get(model_id)
+        return service.refusal() if service is not None else None
 
     def components(self) -> dict[str, object]:
         comps: dict[str, object] = {"models": self.state.value, "draining": self.lifecycle.draining}

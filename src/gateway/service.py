@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.breaker import CircuitBreaker, Permit
+from gateway.breaker import BreakerState, CircuitBreaker, Permit
 from gateway.errors import (
     DeadlineExceeded,
     Draining,
@@ -22,6 +22,7 @@ from gateway.errors import (
     NotReady,
     OutOfMemory,
     PayloadTooLarge,
+    QueueFull,
     counts_as_failure,
 )
 from gateway.runners.base import ModelRunner
@@ -71,6 +72,17 @@ class ModelService:
     @property
     def ready(self) -> bool:
         return self.started and self.scheduler.workers_alive > 0 and self.breaker.state.name != "OPEN"
+
+    def refusal(self) -> GatewayError | None:
+        """The 429 a new request would get from ``_admit`` whatever its body, or None.
+
+        Only for a full queue with everything else in order (not draining, ready, breaker closed), where
+        ``_admit`` would refuse it with the same error; any other case takes the normal path. The HTTP layer asks
+        this before routing and parsing, so that a rejection under overload costs as little as possible.
+        """
+        if self.lifecycle.draining or not self.ready or self.breaker.state is not BreakerState.CLOSED:
+            return None
+        return QueueFull(retry_after=1.0) if self.scheduler.queue.full else None
 
     def snapshot(self) -> GaugeSnapshot:
         return GaugeSnapshot(

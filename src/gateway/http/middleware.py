@@ -51,6 +51,7 @@ class RequestContextMiddleware:
         log_payloads: bool = False,
         model_for_route: Callable[[str], str] | None = None,
         metered_routes: frozenset[str] | None = None,
+        shed: Callable[[str, str, dict[bytes, bytes]], GatewayError | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
@@ -60,6 +61,7 @@ class RequestContextMiddleware:
         self.log_payloads = log_payloads
         self.model_for_route = model_for_route
         self.metered_routes = metered_routes
+        self.shed = shed
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,6 +116,9 @@ class RequestContextMiddleware:
                 await self._send_error(
                     send_wrapper, record, PayloadTooLarge(f"the body is over the limit of {self.max_body_bytes} bytes")
                 )
+            elif self.shed is not None and (refusal := self.shed(scope.get("method", ""), path, headers)) is not None:
+                # Load shedding: a full queue answers 429 before routing and parsing (see ``shed``).
+                await self._send_error(send_wrapper, record, refusal)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except Exception as exc:  # the last net: no traceback or internals reach the client

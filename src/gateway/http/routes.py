@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar, cast
 
@@ -13,6 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine
 from gateway.errors import GatewayError, InvalidRequest, NotReady, RequestCancelled, Unauthorized
+from gateway.http.auth import key_matches
 from gateway.http.body_route import json_body_route
 from gateway.http.errors import note_error
 from gateway.http.responses import JSONResponse, dumps
@@ -52,12 +52,8 @@ def record_of(request: Request) -> RequestRecord:
 
 
 async def require_api_key(request: Request) -> None:
-    key = settings_of(request).api_key
-    if key is None:
-        return
-    given = request.headers.get("authorization", "")
-    token = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(token.encode(), key.get_secret_value().encode()):
+    headers = request.headers
+    if not key_matches(settings_of(request).api_key, headers.get("authorization", ""), headers.get("x-api-key", "")):
         raise Unauthorized()
 
 

@@ -105,6 +105,11 @@ class AdmissionQueue:
         """Rows waiting: queued plus reserved for requests still being tokenized."""
         return len(self._items) + self._reserved
 
+    @property
+    def full(self) -> bool:
+        """No room for even one more row."""
+        return self.depth >= self.capacity
+
     def reserve(self, rows: int) -> None:
         if self._closed or self.depth + rows > self.capacity:
             raise QueueFull(retry_after=1.0)
