@@ -205,6 +205,29 @@ async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner)
         await scheduler.close(RequestCancelled())
 
 
+async def test_queued_rows_start_before_the_finished_rows_are_all_answered(runner: TransformersRunner) -> None:
+    # Two rows fill the batch and finish on the same step; a third waits in the queue. It must be handed to the
+    # model as soon as the first of the two is answered, not once the event loop has answered both and the
+    # submission's watcher has run (the model would idle meanwhile: about 20 ms a batch at concurrency 64).
+    scheduler = ModelScheduler("demo", runner, max_queue=8, max_batch_size=2, max_batch_wait_s=0.0)
+    scheduler.start()
+    loop = asyncio.get_running_loop()
+    items = [WorkItem(loop, runner.encode("the same prompt"), GREEDY, time.monotonic() + 60) for _ in range(3)]
+    first, second, queued = items
+    seen_at_answer: list[bool] = []
+    for done in (first, second):
+        done.future.add_done_callback(lambda _f: seen_at_answer.append(queued.started_at is not None))
+    try:
+        scheduler.queue.reserve(3)
+        scheduler.queue.put(items)  # the batch holds two: the third waits for room
+        await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), timeout=20)
+        assert first.started_at == second.started_at  # one group
+        # Answered one after the other, the second answer's callbacks already see the third row started.
+        assert seen_at_answer[-1] is True, seen_at_answer
+    finally:
+        await scheduler.close(RequestCancelled())
+
+
 class TokenLog:
     """A ``RowSink`` that keeps what the runner reports."""
 

@@ -42,6 +42,7 @@ class WorkItem:
         self.row = Row(input_ids=input_ids, params=params, deadline=deadline, sink=self, stream=stream)
         self.enqueued_at = clock()
         self.started_at: float | None = None
+        self.on_resolved: Callable[[], None] | None = None  # told once the outcome is set (the scheduler's wake-up)
         self._cancelled = False
 
     @property
@@ -84,6 +85,8 @@ class WorkItem:
             self.future.set_result(outcome)
         if self.events is not None:
             self.events.put_nowait(_DONE)
+        if self.on_resolved is not None:
+            self.on_resolved()
 
     @staticmethod
     def is_done_marker(event: object) -> bool:

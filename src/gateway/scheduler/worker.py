@@ -127,8 +127,14 @@ class ModelScheduler:
             await admitted  # the next group forms once this one is in the running batch
 
     def _free(self) -> int:
-        """Room left in the running batch."""
-        return self.max_batch_size - len(self._running)
+        """Room left in the running batch: rows the runner has finished no longer count.
+
+        A row is finished (``row.done``, set by the runner) before its answer reaches the event loop, and each
+        answer wakes the feeder (``WorkItem.on_resolved``). So when a whole batch finishes, the next group is
+        handed to the model right after the first answer, not after the event loop has answered every row and
+        the submission's watcher has run: with requests queued, the model no longer idles while answers go out.
+        """
+        return self.max_batch_size - sum(1 for item in self._running if not item.row.done)
 
     def _note_load(self) -> None:
         """Called as rows are queued: the rows waiting plus those running and not yet answered."""
@@ -161,6 +167,7 @@ class ModelScheduler:
         now = self._clock()
         for item in batch:
             item.started_at = now
+            item.on_resolved = self._room.set
         self._running.update(batch)
         submission = self.runner.submit([item.row for item in batch])
         watcher = asyncio.create_task(self._watch(batch, submission.done, now), name=f"{self.name}-submission")
