@@ -22,7 +22,6 @@ from gateway.errors import (
     NotReady,
     OutOfMemory,
     PayloadTooLarge,
-    QueueFull,
     counts_as_failure,
 )
 from gateway.runners.base import ModelRunner
@@ -82,7 +81,8 @@ class ModelService:
         """
         if self.lifecycle.draining or not self.ready or self.breaker.state is not BreakerState.CLOSED:
             return None
-        return QueueFull(retry_after=1.0) if self.scheduler.queue.full else None
+        queue = self.scheduler.queue
+        return queue.refusal() if queue.full else None
 
     def snapshot(self) -> GaugeSnapshot:
         return GaugeSnapshot(

@@ -113,9 +113,14 @@ class AdmissionQueue:
         """No room for even one more row."""
         return self.depth >= self.capacity
 
+    @staticmethod
+    def refusal() -> QueueFull:
+        """What a request that finds no room gets."""
+        return QueueFull(retry_after=1.0)
+
     def reserve(self, rows: int) -> None:
         if self._closed or self.depth + rows > self.capacity:
-            raise QueueFull(retry_after=1.0)
+            raise self.refusal()
         self._reserved += rows
 
     def release(self, rows: int) -> None:
