@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -23,20 +23,26 @@ def test_endpoints_of_another_shape_are_refused() -> None:
     async def no_request(body: Body) -> Response:
         return Response()
 
+    async def one_more(request: Request, body: Body, n: int) -> Response:
+        return Response()
+
     async def fine(request: Request, body: Body) -> Response:
         return Response()
 
-    for endpoint in (query_param, no_request):
+    for endpoint in (query_param, no_request, one_more):
         with pytest.raises(TypeError, match="JSONBodyRoute needs"):
             router.add_api_route("/x", endpoint, methods=["POST"])
+    # Dependencies would never run: refused too.
+    with pytest.raises(TypeError, match="runs no dependencies"):
+        router.add_api_route("/x", fine, methods=["POST"], dependencies=[Depends(lambda: None)])
     router.add_api_route("/x", fine, methods=["POST"])
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (None, True),
-        ("", True),
+        (None, False),
+        ("", False),
         ("application/json", True),
         ("Application/JSON; charset=utf-8", True),
         ("application/problem+json", True),

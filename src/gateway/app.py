@@ -106,10 +106,13 @@ def create_app(
         model = model_for_route(path)
         if method != "POST" or not model:
             return None
+        refusal = engine.refusal(model)
+        if refusal is None:
+            return None
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if not key_matches(settings.api_key, authorization, headers.get(b"x-api-key", b"").decode("latin-1")):
             return None
-        return engine.refusal(model)
+        return refusal
 
     app.add_middleware(
         RequestContextMiddleware,

@@ -9,9 +9,10 @@ OpenAPI, ``/docs`` and routing are unchanged, and errors take the same path (``R
 FastAPI's ``("body", ...)`` locations, ``GatewayError``) to the one place that maps them to statuses.
 
 What FastAPI's handler does and this one keeps:
-- a body whose content type is not JSON is not parsed as JSON (a cross-site form post cannot smuggle one in);
-- an empty body is a missing body;
-- invalid JSON is a validation error of type ``json_invalid``.
+- only a JSON content type (``application/json`` or ``application/*+json``) is read as JSON; none at all is not
+  (FastAPI's ``strict_content_type``: a cross-site request from a browser cannot smuggle a body in);
+- an empty body is a missing body; invalid JSON is a validation error of type ``json_invalid``;
+- a client that goes away while its body is read is a cancelled request (499), not a server error.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import request_response as starlette_request_response
+
+from gateway.errors import RequestCancelled
 
 Guard = Callable[[Request], Awaitable[None]]
+_UTF8_BOM = b"\xef\xbb\xbf"  # json.loads (FastAPI's parser) skips it; pydantic's does not
 
 
 def is_json_content_type(value: str | None) -> bool:
-    """No content type, ``application/json`` or ``application/*+json`` (parameters such as charset ignored)."""
+    """``application/json`` or ``application/*+json`` (parameters such as charset ignored)."""
     if not value:
-        return True
+        return False
     kind = value.split(";", 1)[0].strip().lower()
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
@@ -47,10 +50,12 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
     """``raw`` validated as ``model``, or ``RequestValidationError`` as FastAPI would raise it."""
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    if not is_json_content_type(content_type):
+        raise RequestValidationError(
+            [{"type": "content_type", "loc": ("body",), "msg": "Content-Type must be application/json", "input": None}]
+        )
     try:
-        if is_json_content_type(content_type):
-            return model.model_validate_json(raw)
-        return model.model_validate(raw)  # fails: bytes are not an object, as in FastAPI
+        return model.model_validate_json(raw.removeprefix(_UTF8_BOM))
     except ValidationError as exc:
         raise RequestValidationError(_body_errors(exc)) from None
 
@@ -59,29 +64,30 @@ class JSONBodyRoute(APIRoute):
     """An ``APIRoute`` for endpoints ``(request: Request, body: Model) -> Response``, with a lean handler.
 
     ``guard`` (the API-key check) runs before the body is read. Endpoints of any other shape are refused when the
-    route is built, so a new route cannot silently lose FastAPI's parameter handling. The route's ASGI app is
-    Starlette's own ``request_response`` (the app's exception handlers included), without the two exit stacks
-    FastAPI's copy of it opens per request for dependencies with ``yield`` (these routes have none).
+    route is built, so a new route cannot silently lose FastAPI's parameter handling, and so are dependencies
+    (they would never run: the guard is the one check these routes have).
     """
 
     guard: Guard | None = None
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        self.app = starlette_request_response(self.get_route_handler())
-
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         params = list(inspect.signature(self.endpoint).parameters)
         model = typing.get_type_hints(self.endpoint).get("body")
-        if params[:2] != ["request", "body"] or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if params != ["request", "body"] or not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"{self.path}: JSONBodyRoute needs an endpoint (request: Request, body: <model>)")
+        if self.dependencies:
+            raise TypeError(f"{self.path}: JSONBodyRoute runs no dependencies; use its guard")
         endpoint = typing.cast(Callable[[Request, Any], Awaitable[Response]], self.endpoint)
         guard = self.guard
 
         async def handle(request: Request) -> Response:
             if guard is not None:
                 await guard(request)
-            body = parse_body(model, await request.body(), request.headers.get("content-type"))
+            try:
+                raw = await request.body()
+            except ClientDisconnect:
+                raise RequestCancelled() from None
+            body = parse_body(model, raw, request.headers.get("content-type"))
             return await endpoint(request, body)
 
         return handle

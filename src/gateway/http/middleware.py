@@ -69,7 +69,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = self.clock()
-        headers = dict(scope.get("headers") or [])
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers") or []:
+            headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads them
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         path = scope.get("path", "")
