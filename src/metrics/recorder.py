@@ -109,12 +109,13 @@ class PrometheusRecorder:
         if record.route == TRANSLATE_ROUTE or record.source_lang is not None:
             source = self.language_label(record.source_lang)
             target = self.language_label(record.target_lang)
-            m.translation_requests.labels(source_lang=source, target_lang=target, status=status).inc()
-            m.translation_duration.labels(source_lang=source, target_lang=target).observe(record.latency_s)
+            child(m.translation_requests, source_lang=source, target_lang=target, status=status).inc()
+            child(m.translation_duration, source_lang=source, target_lang=target).observe(record.latency_s)
 
     def _child(self, metric: Any, **labels: str) -> Any:
         """``metric.labels(**labels)``, looked up once per label set (the sets are bounded; ``labels()`` costs more
-        than the update itself, several times per request). A series still appears only once it is used."""
+        than the update itself, several times per request and once per batch). A series still appears only once
+        it is used."""
         key = (id(metric), *labels.values())
         child = self._children.get(key)
         if child is None:
@@ -123,8 +124,8 @@ class PrometheusRecorder:
 
     def batch_finished(self, record: BatchRecord) -> None:
         model = self.model_label(record.model)
-        self._m.batch_size.labels(model=model).observe(record.size)
-        self._m.batches.labels(model=model, outcome="ok" if record.ok else "error").inc()
+        self._child(self._m.batch_size, model=model).observe(record.size)
+        self._child(self._m.batches, model=model, outcome="ok" if record.ok else "error").inc()
 
     def breaker_transition(self, model: str, to_state: str) -> None:
         self._m.circuit_breaker_transitions.labels(

@@ -1,8 +1,8 @@
 """The channel between the gateway and its model process: length-prefixed JSON over a socket pair.
 
-JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object (orjson: the answers of
-a whole batch cross here, token by token). This module also turns
-the few values that cross the channel (params, tokens, outputs, errors) into JSON and back. No torch here.
+JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object, written and read with
+orjson (the answers of a whole batch cross here, token by token). This module also turns the few values that
+cross the channel (params, tokens, outputs, errors) into JSON and back. No torch here.
 """
 
 from __future__ import annotations
