@@ -286,10 +286,11 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
         calls = 0
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            """Runs out of memory at the third forward pass (prefill, step, step): after tokens went out."""
+            """Runs out of memory at the second step, after two tokens were chosen (forward passes: the prefill,
+            the first step and its one-time check of the ready attention mask, then this one)."""
             nonlocal calls
             calls += 1
-            if calls == 3:
+            if calls == 4:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return real_forward(*args, **kwargs)
 
@@ -297,7 +298,7 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
         r = await client.post("/generate_stream", json={"inputs": "hello", "parameters": {"max_new_tokens": 10}})
         assert r.status_code == 200
         events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
-        assert events[0]["token"]["text"] is not None  # tokens went out before the failure
+        assert [e["token"]["id"] >= 0 for e in events[:-1]] == [True, True]  # both tokens, then the error
         assert events[-1]["error_type"] == "out_of_memory"
         assert await ready_state(client) == (503, "open")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from gateway.demo import DEMO_CAUSAL_ID
 from gateway.errors import DeadlineExceeded, GatewayError, QueueFull, RequestCancelled
@@ -282,3 +283,41 @@ def test_greedy_submissions_share_one_choice_per_step(runner: TransformersRunner
         assert batch.samplers[5] is not batch.samplers[0] and batch.samplers[5].generator is not None
         batch.step()
     assert len(batch) == 6 and all(len(state.ids) == 2 for state in batch.states)
+
+
+@pytest.mark.parametrize(("attention", "takes_ready_mask"), [("sdpa", True), ("eager", False)])
+def test_decoding_steps_take_the_ready_mask_only_where_it_gives_the_same_logits(
+    runner: TransformersRunner,
+    demo_cache_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    attention: str,
+    takes_ready_mask: bool,
+) -> None:
+    """SDPA takes the ready boolean mask. Eager attention would add it to its scores (no padding masked out), so
+    the first step's check keeps the 2D mask there. Either way each row's greedy tokens are its prompt's own."""
+    model = AutoModelForCausalLM.from_pretrained(
+        demo_cache_dir / "tiny-causal-lm", attn_implementation=attention
+    ).eval()
+    batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
+    batch._ready_mask = None  # check eager too (it is not tried unchecked)
+    prompts = ["a", "Request 3: write a short story about a letter."]  # two lengths: the first is padded
+    params = GenerationParams(max_new_tokens=24)
+    sinks = [TokenLog() for _ in prompts]
+    rows = [
+        Row(input_ids=runner.encode(p), params=params, deadline=time.monotonic() + 60, sink=sink)
+        for p, sink in zip(prompts, sinks, strict=True)
+    ]
+    with caplog.at_level("INFO", logger="gateway.runner"), torch.inference_mode():
+        batch.join(rows, Sampler(params.sampling, runner.device))
+        while len(batch):
+            batch.step()
+        alone = [
+            model.generate(torch.tensor([row.input_ids]), max_new_tokens=24, do_sample=False)[0].tolist()
+            for row in rows
+        ]
+    checks = [r for r in caplog.records if r.getMessage() == "decoding-step attention mask checked"]
+    assert [getattr(r, "ready_mask", None) for r in checks] == [takes_ready_mask]
+    for row, sink, expected in zip(rows, sinks, alone, strict=True):
+        assert isinstance(sink.outcome, GenerationOutput)
+        ids = [t.id for t in sink.outcome.tokens]
+        assert len(ids) > 2 and ids == expected[len(row.input_ids) :][: len(ids)]

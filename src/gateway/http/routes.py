@@ -160,6 +160,8 @@ async def _stream(request: Request, body: GenerateRequest) -> StreamingResponse:
                 event = await anext(events, None)
         except GatewayError as exc:
             note_error(record, exc)
+            if held is not None:  # chosen before the failure: the client gets it before the error
+                yield _sse(stream_token_json(index, held))
             yield _sse({"error": exc.message, "error_type": exc.error_type})
         finally:
             await events.aclose()
