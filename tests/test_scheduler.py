@@ -321,3 +321,19 @@ def test_decoding_steps_take_the_ready_mask_only_where_it_gives_the_same_logits(
         assert isinstance(sink.outcome, GenerationOutput)
         ids = [t.id for t in sink.outcome.tokens]
         assert len(ids) > 2 and ids == expected[len(row.input_ids) :][: len(ids)]
+
+
+async def test_a_cancelled_queued_item_gives_its_slot_back_at_once() -> None:
+    """No batch is formed meanwhile (a busy or stalled worker): the slot must not wait for one."""
+    queue, clock = queue_of(capacity=2)
+    gone, kept = admit(queue, item(clock), item(clock))
+    with pytest.raises(QueueFull):
+        queue.reserve(1)
+    gone.cancel()
+    assert isinstance(gone.future.exception(), RequestCancelled)
+    assert queue.depth == 1 and not queue.full
+    (newcomer,) = admit(queue, item(clock))
+    newcomer.cancel()
+    assert await queue.next_batch(max_size=8, max_wait_s=0, target=1) == [kept]
+    kept.cancel()  # taken into a batch: the runner drops it at its next step and answers it
+    assert not kept.future.done() and kept.cancelled()

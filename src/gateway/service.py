@@ -206,8 +206,8 @@ class ModelService:
         await asyncio.wait([i.future for i in items], timeout=remaining)
         for item in items:
             if not item.future.done():
-                item.cancel()
                 item.resolve(DeadlineExceeded(during_generation=item.started_at is not None))
+                item.cancel()
         return [i.future.result() for i in items]
 
     def _settle(self, permit: Permit, items: list[WorkItem], exc: BaseException) -> None:

@@ -1,7 +1,8 @@
 """The bounded admission queue and the work item that travels through it.
 
-A slot is reserved before the prompt is tokenized, so a full queue answers 429 without any work. Items that
-were cancelled or whose deadline passed while queued are dropped when a batch is formed, never computed.
+A slot is reserved before the prompt is tokenized, so a full queue answers 429 without any work. An item
+cancelled while queued (its client gone, its deadline passed) leaves the queue at once and frees its slot; one
+whose deadline passed unnoticed is dropped when a batch is formed. Neither is ever computed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class WorkItem:
         self.enqueued_at = clock()
         self.started_at: float | None = None
         self.on_resolved: Callable[[], None] | None = None  # told once the outcome is set (the scheduler's wake-up)
+        self.on_cancel: Callable[[WorkItem], None] | None = None  # while queued: the queue gives its slot back
         self._cancelled = False
 
     @property
@@ -54,8 +56,12 @@ class WorkItem:
         return self.row.deadline
 
     def cancel(self) -> None:
-        """Ask the runner to drop this row; a queued item is skipped when the next batch is formed."""
+        """Drop this row: a queued item leaves the queue at once (answered ``RequestCancelled`` unless it was
+        answered already), and the runner drops a running one at its next step."""
         self._cancelled = True
+        on_cancel, self.on_cancel = self.on_cancel, None
+        if on_cancel is not None:
+            on_cancel(self)
 
     # RowSink (worker thread)
     def cancelled(self) -> bool:
@@ -129,6 +135,8 @@ class AdmissionQueue:
     def put(self, items: list[WorkItem]) -> None:
         """Queue items whose slots were reserved."""
         self.release(len(items))
+        for item in items:
+            item.on_cancel = self._forget
         self._items.extend(items)
         self._changed.set()
         if self.on_put is not None:
@@ -139,8 +147,20 @@ class AdmissionQueue:
         self._closed = True
         left = list(self._items)
         self._items.clear()
+        for item in left:
+            item.on_cancel = None
         self._changed.set()
         return left
+
+    def _forget(self, item: WorkItem) -> None:
+        # A queued item cancelled by its request (client gone, deadline): its slot is free again now, not when
+        # the next batch is formed (a busy or stalled worker may not form one for a while).
+        try:
+            self._items.remove(item)
+        except ValueError:
+            return
+        item.resolve(RequestCancelled())
+        self._changed.set()
 
     def _drop_dead(self) -> None:
         now = self._clock()
@@ -200,6 +220,7 @@ class AdmissionQueue:
         size = max(room(), 1)
         for item in self._items:
             if len(batch) < size and item.batch_key == key:
+                item.on_cancel = None  # taken: the runner drops it if it is cancelled now
                 batch.append(item)
             else:
                 rest.append(item)

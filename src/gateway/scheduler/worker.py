@@ -105,8 +105,8 @@ class ModelScheduler:
         """
         items = [*self.queue.close(), *self._running]
         for item in items:
-            item.cancel()
             item.resolve(reason)
+            item.cancel()
         return len(items)
 
     async def _feed(self) -> None:
