@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
@@ -573,3 +574,36 @@ async def test_a_client_gone_while_its_body_is_read_is_cancelled_not_a_server_er
         assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
         line = access_log()[-1]
         assert line["route"] == "/generate" and line["status"] == "cancelled", line
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+
+
+async def test_requests_leave_no_reference_cycles_behind(app_client: Any) -> None:
+    """What a request allocates is freed by reference counting when it is answered. Cyclic garbage waits for the
+    cyclic GC, whose full collections stall the event loop (12-19 ms every 1.5 s under load, before the item and
+    its row stopped pointing at each other)."""
+    async with app_client() as (client, _):
+        assert (await gen(client)).status_code == 200
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(4):
+                assert (await gen(client, f"prompt {i}", max_new_tokens=4, details=True)).status_code == 200
+            streamed = await client.post("/generate_stream", json={"inputs": "s", "parameters": {"max_new_tokens": 4}})
+            assert streamed.status_code == 200 and streamed.text.count("data:") == 4
+            translated = await client.post(
+                "/translate", json={"text": "Hello.", "source_lang": "en", "target_lang": "de"}
+            )
+            assert translated.status_code == 200
+            assert (await client.post("/generate", json={"inputs": ""})).status_code == 422
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            ours = sorted(
+                {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith(("gateway", "metrics"))}
+            )
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert ours == []

@@ -8,8 +8,10 @@ batch-fill window, kept short.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from gateway.runners.causal_batch import CausalBatch, Sampler
 from gateway.runners.faults import FaultPlan
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.scheduler import AdmissionQueue, ModelScheduler, WorkItem
-from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token
+from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
 from tests.conftest import ManualClock
 from tests.serving_helpers import wait_until
 
@@ -337,3 +339,25 @@ async def test_a_cancelled_queued_item_gives_its_slot_back_at_once() -> None:
     assert await queue.next_batch(max_size=8, max_wait_s=0, target=1) == [kept]
     kept.cancel()  # taken into a batch: the runner drops it at its next step and answers it
     assert not kept.future.done() and kept.cancelled()
+
+
+def test_an_answered_item_is_freed_without_the_cyclic_gc() -> None:
+    """Item and row point at each other until the item is answered; after that, reference counting frees it
+    (with its output) the moment its request lets go. The cyclic GC's full collections had stalled the event
+    loop 12-19 ms every 1.5 s under load, sweeping up answered requests."""
+    loop = asyncio.new_event_loop()
+    gc.disable()
+    try:
+        answered = WorkItem(loop, [1, 2, 3], GREEDY, time.monotonic() + 60)
+        token = Token(7, "x", -0.5, special=False)
+        output = GenerationOutput(text="x", finish_reason=FinishReason.LENGTH, prompt_tokens=3, tokens=[token])
+        answered.resolve(output)
+        failed = WorkItem(loop, [1, 2, 3], GREEDY, time.monotonic() + 60)
+        failed.resolve(DeadlineExceeded())
+        pending = WorkItem(loop, [1, 2, 3], GREEDY, time.monotonic() + 60)
+        refs = [weakref.ref(answered), weakref.ref(output), weakref.ref(failed), weakref.ref(pending)]
+        del answered, output, failed, pending, token
+        assert [ref() is None for ref in refs] == [True, True, True, False]  # the pending one is still in use
+    finally:
+        gc.enable()
+        loop.close()

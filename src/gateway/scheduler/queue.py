@@ -20,6 +20,22 @@ from gateway.types import GenerationOutput, GenerationParams, SamplingParams, To
 _DONE = object()
 
 
+class _Answered:
+    """The sink of a row whose item is answered: the runner drops the row, and what it still reports is moot."""
+
+    def cancelled(self) -> bool:
+        return True
+
+    def on_token(self, token: Token) -> None:
+        pass
+
+    def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
+        pass
+
+
+_ANSWERED = _Answered()
+
+
 class WorkItem:
     """One row of work: a tokenized prompt, its params and deadline, and the channel back to its request.
 
@@ -91,6 +107,10 @@ class WorkItem:
             self.future.set_result(outcome)
         if self.events is not None:
             self.events.put_nowait(_DONE)
+        # The row stops pointing back here: no item <-> row reference cycle, so the answered item and its
+        # output are freed as soon as the request lets go of them, not by the cyclic GC (whose full collections
+        # took 12-19 ms of event loop every 1.5 s at 300 requests/s, the 64 token objects of each answer and all).
+        self.row.sink = _ANSWERED
         if self.on_resolved is not None:
             self.on_resolved()
 
