@@ -286,11 +286,10 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
         calls = 0
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            """Runs out of memory at the second step, after two tokens were chosen (forward passes: the prefill,
-            the first step and its one-time check of the ready attention mask, then this one)."""
+            """Runs out of memory at the third forward pass (prefill, step, step): two tokens were chosen."""
             nonlocal calls
             calls += 1
-            if calls == 4:
+            if calls == 3:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return real_forward(*args, **kwargs)
 

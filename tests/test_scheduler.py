@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -288,37 +289,53 @@ def test_greedy_submissions_share_one_choice_per_step(runner: TransformersRunner
 
 
 @pytest.mark.parametrize(("attention", "takes_ready_mask"), [("sdpa", True), ("eager", False)])
-def test_decoding_steps_take_the_ready_mask_only_where_it_gives_the_same_logits(
+def test_decoding_steps_take_the_ready_mask_once_it_proves_equal_on_a_padded_step(
     runner: TransformersRunner,
     demo_cache_dir: Path,
     caplog: pytest.LogCaptureFixture,
     attention: str,
     takes_ready_mask: bool,
 ) -> None:
-    """SDPA takes the ready boolean mask. Eager attention would add it to its scores (no padding masked out), so
-    the first step's check keeps the 2D mask there. Either way each row's greedy tokens are its prompt's own."""
+    """Without padding both masks are all true and prove nothing, so steps keep the 2D mask. The first step with
+    a padded row checks the ready mask against it: SDPA takes it from then on. Eager attention would add it to
+    its scores (padding not masked out), so it keeps the 2D mask. Either way each row's tokens are its own."""
     model = AutoModelForCausalLM.from_pretrained(
         demo_cache_dir / "tiny-causal-lm", attn_implementation=attention
     ).eval()
     batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
-    batch._ready_mask = None  # check eager too (it is not tried unchecked)
-    prompts = ["a", "Request 3: write a short story about a letter."]  # two lengths: the first is padded
+    batch._ready_mask = None  # eager is not tried unchecked: check it anyway
+    steps: list[int] = []  # the attention mask's dimensions, per decoding forward pass
+    real_forward = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[1] == 1:
+            steps.append(kwargs["attention_mask"].dim())
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward
     params = GenerationParams(max_new_tokens=24)
+    prompts = ["Request 3: write a short story about a letter.", "ab"]  # the second joins later, padded
     sinks = [TokenLog() for _ in prompts]
     rows = [
         Row(input_ids=runner.encode(p), params=params, deadline=time.monotonic() + 60, sink=sink)
         for p, sink in zip(prompts, sinks, strict=True)
     ]
     with caplog.at_level("INFO", logger="gateway.runner"), torch.inference_mode():
-        batch.join(rows, Sampler(params.sampling, runner.device))
+        batch.join(rows[:1], Sampler(params.sampling, runner.device))
+        for _ in range(3):
+            batch.step()
+        batch.join(rows[1:], Sampler(params.sampling, runner.device))
         while len(batch):
             batch.step()
+        model.forward = real_forward
         alone = [
             model.generate(torch.tensor([row.input_ids]), max_new_tokens=24, do_sample=False)[0].tolist()
             for row in rows
         ]
     checks = [r for r in caplog.records if r.getMessage() == "decoding-step attention mask checked"]
     assert [getattr(r, "ready_mask", None) for r in checks] == [takes_ready_mask]
+    assert steps[:5] == [2, 2, 2, 2, 4]  # three unpadded steps, then the padded one and its check
+    assert set(steps[5:]) == {4 if takes_ready_mask else 2} and len(steps) > 8
     for row, sink, expected in zip(rows, sinks, alone, strict=True):
         assert isinstance(sink.outcome, GenerationOutput)
         ids = [t.id for t in sink.outcome.tokens]

@@ -4,7 +4,7 @@ For each request: refuse while draining or not ready (503), ask the breaker (503
 slots (429 when full) *before* tokenizing, check the prompt's token count (413), queue the rows, and wait for
 them within the request's deadline (504). The outcome goes to the breaker once: model faults and hung
 generations count, bad input and cancellations do not. A cancelled caller (client gone) cancels its rows: they
-are skipped if still queued, or stopped within a step by the runner.
+leave the queue at once if still queued (freeing their slots), or are stopped within a few steps by the runner.
 """
 
 from __future__ import annotations
@@ -138,8 +138,10 @@ class ModelService:
                     try:
                         event = await asyncio.wait_for(item.events.get(), max(remaining, 0.0))
                     except TimeoutError:
+                        error = DeadlineExceeded(during_generation=item.started_at is not None)
+                        item.resolve(error)
                         item.cancel()
-                        raise DeadlineExceeded(during_generation=item.started_at is not None) from None
+                        raise error from None
                     if WorkItem.is_done_marker(event):
                         output = item.future.result()
                         self._fill(record, items, [output])

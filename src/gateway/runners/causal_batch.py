@@ -10,10 +10,12 @@ which columns are real for each row. Then:
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
 - finished rows are dropped from the cache at once, and columns no remaining row uses are trimmed.
 
-A decoding step hands the model its attention mask ready-made, as the boolean ``(rows, 1, 1, columns)`` mask
-that transformers builds for SDPA from the 2D one (one query per row: the causal part is all true). That skips
-its mask builder, about 13% of a step on the CPU demo model. Whether the model takes the ready mask and gives the
-same logits is checked once, on the batch's first step; if not, the steps go on with the 2D mask.
+On the CPU, a decoding step hands the model its attention mask ready-made, as the boolean ``(rows, 1, 1,
+columns)`` mask that transformers builds for SDPA from the 2D one (one query per row: the causal part is all
+true). That skips its mask builder, about 13% of a step on the demo model. Whether the model takes the ready mask
+and gives the same logits is checked once, on the loop's first step with a padded row (without padding both
+masks are all true and prove nothing); until then, and for good if the check fails, steps use the 2D mask. On a
+GPU the 2D mask stays: with no padding it lets SDPA pick its flash kernel, and the gain there is unmeasured.
 
 Greedy output is the same as ``model.generate`` on the same prompts (left padding, same position ids).
 """
@@ -133,8 +135,8 @@ class CausalBatch:
         self.next_ids: torch.Tensor | None = None  # (rows,): the token each row feeds at the next step
         self.positions: torch.Tensor | None = None  # (rows,): its position id
         self._keep_one_logit = True
-        # Whether decoding steps pass the ready 4D mask: None until checked on the first step.
-        self._ready_mask: bool | None = None if _attention(model) == "sdpa" else False
+        # Whether decoding steps pass the ready 4D mask: None until checked on the first step with padding.
+        self._ready_mask: bool | None = None if _attention(model) == "sdpa" and device.type == "cpu" else False
 
     def __len__(self) -> int:
         return len(self.states)
@@ -210,17 +212,18 @@ class CausalBatch:
         ids, positions = self.next_ids[:, None], self.positions[:, None]
         if self._ready_mask:
             return self._forward(ids, mask[:, None, None, :].bool(), positions, self.cache, prefill=False)
-        if self._ready_mask is False:
+        if self._ready_mask is False or bool(mask.all()):
             return self._forward(ids, mask, positions, self.cache, prefill=False)
-        # First step: the 2D mask on the cache, then the ready mask on a copy of the cache as it was.
+        # The first step with padding: the 2D mask on the cache, then the ready mask on a copy of it as it was.
         before = copy.deepcopy(self.cache)
         logits = self._forward(ids, mask, positions, self.cache, prefill=False)
         try:
-            trial = self._forward(ids, mask[:, None, None, :].bool(), positions, before, prefill=False)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                raise
-            trial = None  # an architecture that refuses a 4D mask: the 2D one it is
+            trial: torch.Tensor | None = self._forward(
+                ids, mask[:, None, None, :].bool(), positions, before, prefill=False
+            )
+        except Exception:  # refused (or out of memory): this step is already computed, with the 2D mask
+            trial = None
+        del before
         self._ready_mask = bool(
             trial is not None
             and torch.equal(trial.argmax(dim=-1), logits.argmax(dim=-1))

@@ -111,6 +111,8 @@ class WorkItem:
         # output are freed as soon as the request lets go of them, not by the cyclic GC (whose full collections
         # took 12-19 ms of event loop every 1.5 s at 300 requests/s, the 64 token objects of each answer and all).
         self.row.sink = _ANSWERED
+        self._cancelled = True  # nothing left to compute: a runner holding this item as its sink drops the row
+        self.on_cancel = None
         if self.on_resolved is not None:
             self.on_resolved()
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
-from gateway.errors import GatewayError, ModelError, OutOfMemory, WorkerStalled
+from gateway.errors import GatewayError, ModelError, OutOfMemory, RequestCancelled, WorkerStalled
 from gateway.runners.base import ModelRunner
 from gateway.scheduler.queue import AdmissionQueue, WorkItem
 
@@ -233,6 +233,10 @@ class ModelScheduler:
         log.warning("out of memory; retrying in halves", extra={"model": self.name, "batch_size": len(batch)})
         half = max(len(pending) // 2, 1)
         for part in (pending[:half], pending[half:]):
+            for item in part:
+                if item.cancelled() and not item.future.done():
+                    item.resolve(RequestCancelled())  # its client left while the first half ran
+            part = [i for i in part if not i.future.done()]
             if part:
                 started = self._clock()
                 submission = self.runner.submit([item.row for item in part])
