@@ -66,6 +66,8 @@ class _Protocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(Response(self.parser.get_status_code(), self.headers, b"".join(self.body)))
+        if not self.parser.should_keep_alive() and self.transport is not None:
+            self.transport.close()  # the server said ``Connection: close``: the next request reconnects
 
     def _fail(self, error: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -104,11 +106,16 @@ class Connection:
         return await self._send(f"GET {path} HTTP/1.1\r\n".encode() + self._host_header + b"\r\n", timeout_s)
 
     async def _send(self, request: bytes, timeout_s: float) -> Response:
-        if self._protocol is None or self._protocol.transport is None:
-            await self.open()
+        """The answer to ``request``: ``TimeoutError`` after ``timeout_s`` (reconnecting included), and
+        ``ConnectionError`` if the server closed the connection before answering."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self._protocol is None or self._protocol.transport is None or self._protocol.transport.is_closing():
+            await asyncio.wait_for(self.open(), timeout_s)  # idle connections time out on the server's side
         protocol = self._protocol
         assert protocol is not None and protocol.transport is not None
-        loop = asyncio.get_running_loop()
+        assert protocol.waiter is None or protocol.waiter.done(), "one request at a time per connection"
+        timeout_s -= loop.time() - started
         waiter: asyncio.Future[Response] = loop.create_future()
         protocol.waiter = waiter
         timer = loop.call_later(timeout_s, _expire, waiter)

@@ -436,6 +436,9 @@ async def run_overload(gw: Gateway, max_new_tokens: int, duration_s: float, hang
                 except TimeoutError:
                     result.hung += 1
                     continue
+                except ConnectionError:
+                    result.other["connection closed"] = result.other.get("connection closed", 0) + 1
+                    continue
                 latency = time.perf_counter() - sent
                 if r.status == 200:
                     result.accepted += 1
@@ -599,7 +602,8 @@ def report(run: Run) -> str:
         "| --- | --- | --- |",
         f"| throughput at concurrency {BATCH} >= 0.90 of the in-process batched limit (paired) | {ratio:.2f} | "
         f"{'yes' if ratio >= 0.90 else 'no'} |",
-        f"| p50 latency at concurrency 1 within 5 ms of a single in-process generate (paired) | +{ms(overhead)} ms | "
+        "| p50 latency at concurrency 1 within 5 ms of a single in-process generate (paired) | "
+        f"{overhead * 1000:+.1f} ms | "
         f"{'yes' if overhead <= 0.005 else 'no'} |",
         f"| overload: accepted all succeed, 429s under 20 ms, nothing hangs | {overload.accepted} accepted, "
         f"{sum(overload.other.values())} other, max 429 {ms(max_rejected)} ms, {overload.hung} hung | "
