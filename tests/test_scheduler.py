@@ -351,6 +351,10 @@ async def test_a_cancelled_queued_item_gives_its_slot_back_at_once() -> None:
     gone.cancel()
     assert isinstance(gone.future.exception(), RequestCancelled)
     assert queue.depth == 1 and not queue.full
+    (late,) = admit(queue, item(clock))
+    late.resolve(DeadlineExceeded())  # the service answers a request past its deadline, then cancels its rows
+    late.cancel()
+    assert isinstance(late.future.exception(), DeadlineExceeded) and queue.depth == 1
     (newcomer,) = admit(queue, item(clock))
     newcomer.cancel()
     assert await queue.next_batch(max_size=8, max_wait_s=0, target=1) == [kept]

@@ -1,8 +1,9 @@
 """The bounded admission queue and the work item that travels through it.
 
 A slot is reserved before the prompt is tokenized, so a full queue answers 429 without any work. An item
-cancelled while queued (its client gone, its deadline passed) leaves the queue at once and frees its slot; one
-whose deadline passed unnoticed is dropped when a batch is formed. Neither is ever computed.
+cancelled or answered while queued (its client gone, its deadline passed) leaves the queue at once and frees its
+slot, so the queue holds only items still to run; one whose deadline passed unnoticed is dropped when a batch is
+formed. Neither is ever computed.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class WorkItem:
         self.enqueued_at = clock()
         self.started_at: float | None = None
         self.on_resolved: Callable[[], None] | None = None  # told once the outcome is set (the scheduler's wake-up)
-        self.on_cancel: Callable[[WorkItem], None] | None = None  # while queued: the queue gives its slot back
+        self.on_leave: Callable[[WorkItem], None] | None = None  # while queued: the queue gives its slot back
         self._cancelled = False
 
     @property
@@ -75,9 +76,12 @@ class WorkItem:
         """Drop this row: a queued item leaves the queue at once (answered ``RequestCancelled`` unless it was
         answered already), and the runner drops a running one at its next step."""
         self._cancelled = True
-        on_cancel, self.on_cancel = self.on_cancel, None
-        if on_cancel is not None:
-            on_cancel(self)
+        self._leave_queue()
+
+    def _leave_queue(self) -> None:
+        on_leave, self.on_leave = self.on_leave, None
+        if on_leave is not None:
+            on_leave(self)
 
     # RowSink (worker thread)
     def cancelled(self) -> bool:
@@ -112,7 +116,7 @@ class WorkItem:
         # took 12-19 ms of event loop every 1.5 s at 300 requests/s, the 64 token objects of each answer and all).
         self.row.sink = _ANSWERED
         self._cancelled = True  # nothing left to compute: a runner holding this item as its sink drops the row
-        self.on_cancel = None
+        self._leave_queue()
         if self.on_resolved is not None:
             self.on_resolved()
 
@@ -158,7 +162,7 @@ class AdmissionQueue:
         """Queue items whose slots were reserved."""
         self.release(len(items))
         for item in items:
-            item.on_cancel = self._forget
+            item.on_leave = self._forget
         self._items.extend(items)
         self._changed.set()
         if self.on_put is not None:
@@ -170,31 +174,28 @@ class AdmissionQueue:
         left = list(self._items)
         self._items.clear()
         for item in left:
-            item.on_cancel = None
+            item.on_leave = None
         self._changed.set()
         return left
 
     def _forget(self, item: WorkItem) -> None:
-        # A queued item cancelled by its request (client gone, deadline): its slot is free again now, not when
-        # the next batch is formed (a busy or stalled worker may not form one for a while).
+        # A queued item cancelled or answered (client gone, deadline): its slot is free again now, not when the
+        # next batch is formed (a busy or stalled worker may not form one for a while).
         try:
             self._items.remove(item)
         except ValueError:
-            return
-        item.resolve(RequestCancelled())
+            return  # already out (dropped as expired)
+        item.resolve(RequestCancelled())  # unless it was answered already
         self._changed.set()
 
     def _drop_dead(self) -> None:
+        """Answer the items whose deadline passed while queued (cancelled and answered ones left already)."""
         now = self._clock()
-        kept: deque[WorkItem] = deque()
-        for item in self._items:
-            if item.cancelled():
-                item.resolve(RequestCancelled())
-            elif now > item.deadline:
+        expired = [item for item in self._items if now > item.deadline]
+        if expired:
+            self._items = deque(item for item in self._items if now <= item.deadline)
+            for item in expired:
                 item.resolve(DeadlineExceeded())
-            elif not item.future.done():
-                kept.append(item)
-        self._items = kept
 
     def _compatible(self, key: SamplingParams) -> int:
         return sum(1 for item in self._items if item.batch_key == key)
@@ -242,7 +243,7 @@ class AdmissionQueue:
         size = max(room(), 1)
         for item in self._items:
             if len(batch) < size and item.batch_key == key:
-                item.on_cancel = None  # taken: the runner drops it if it is cancelled now
+                item.on_leave = None  # taken: the runner drops it if it is cancelled now
                 batch.append(item)
             else:
                 rest.append(item)
