@@ -10,9 +10,7 @@ machine: one run says little about the next.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,27 +18,24 @@ import run_bench as rb
 
 
 def main() -> int:
-    from gateway.demo import DEMO_CAUSAL_ID, ensure_demo_models
+    from gateway.demo import ensure_demo_models
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--overload-s", type=float, default=10.0)
     args = parser.parse_args()
-    cache = Path(os.environ.get("GATEWAY_DEMO_CACHE_DIR", "") or tempfile.gettempdir() + "/llm-gateway-bench-demo")
-    ensure_demo_models(cache)[DEMO_CAUSAL_ID]
+    cache = rb.demo_cache()
+    ensure_demo_models(cache)
     gc.collect()
     gc.freeze()
-    settings = {**rb.GATEWAY_SETTINGS, "GATEWAY_MAX_QUEUE": str(rb.OVERLOAD_QUEUE)}
     worst = []
     print("| run | accepted | rejected | other | hung | 429 p50 ms | 429 p99 ms | 429 max ms | 429 max, logged ms |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(1, args.runs + 1):
             log = Path(tmp) / f"gateway-{i}.log"
-            with rb.gateway(cache, log, **settings) as gw:
-                asyncio.run(rb.warm(gw, args.max_new_tokens))
-                o = asyncio.run(rb.run_overload(gw, args.max_new_tokens, args.overload_s))
+            o = rb.overload_run(cache, log, args.max_new_tokens, args.overload_s)
             client, logged = o.rejected_latencies, rb.server_latencies(log, 429)
             worst.append(max(client))
             print(

@@ -57,6 +57,7 @@ LEVELS = (1, 8, 32, 64)
 GATEWAY_SETTINGS = {"GATEWAY_MAX_BATCH_SIZE": "32", "GATEWAY_MAX_BATCH_WAIT_MS": "50", "GATEWAY_MAX_QUEUE": "256"}
 OVERLOAD_QUEUE = 16
 OVERLOAD_CLIENTS = 64
+OVERLOAD_SETTINGS = {**GATEWAY_SETTINGS, "GATEWAY_MAX_QUEUE": str(OVERLOAD_QUEUE)}
 # The series of the contract's catalogue that exist on every machine (GPU and torch memory gauges need a GPU).
 CONTRACT_SERIES = (
     "gateway_requests_total",
@@ -722,12 +723,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def demo_cache() -> Path:
+    """Where the bench keeps its demo models (``GATEWAY_DEMO_CACHE_DIR`` if set)."""
+    return Path(os.environ.get("GATEWAY_DEMO_CACHE_DIR", "") or tempfile.gettempdir() + "/llm-gateway-bench-demo")
+
+
+def overload_run(cache: Path, log: Path, max_new_tokens: int, duration_s: float) -> Overload:
+    """The overload on a fresh gateway whose queue holds ``OVERLOAD_QUEUE`` rows, its JSON log in ``log``."""
+    with gateway(cache, log, **OVERLOAD_SETTINGS) as gw:
+        asyncio.run(warm(gw, max_new_tokens))
+        return asyncio.run(run_overload(gw, max_new_tokens, duration_s))
+
+
 def main() -> int:
     from gateway.demo import DEMO_CAUSAL_ID, ensure_demo_models
 
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = Path(os.environ.get("GATEWAY_DEMO_CACHE_DIR", "") or tempfile.gettempdir() + "/llm-gateway-bench-demo")
+    cache = demo_cache()
     model_dir = ensure_demo_models(cache)[DEMO_CAUSAL_ID]
     started = time.monotonic()
     model = InProcessModel(model_dir, args.max_new_tokens)
@@ -747,10 +760,7 @@ def main() -> int:
         scrapes, missing = asyncio.run(scrape_metrics(gw))
 
     print("overload ...", file=sys.stderr)
-    overload_settings = {**GATEWAY_SETTINGS, "GATEWAY_MAX_QUEUE": str(OVERLOAD_QUEUE)}
-    with gateway(cache, args.out / "gateway-overload.log", **overload_settings) as gw:
-        asyncio.run(warm(gw, args.max_new_tokens))
-        overload = asyncio.run(run_overload(gw, args.max_new_tokens, args.overload_s))
+    overload = overload_run(cache, args.out / "gateway-overload.log", args.max_new_tokens, args.overload_s)
 
     rejected_server = server_latencies(args.out / "gateway-overload.log", 429)
     run = Run(args, levels, pairs, overload, rejected_server, scrapes, missing)
