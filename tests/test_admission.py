@@ -77,7 +77,7 @@ async def test_a_full_queue_sheds_before_parsing_but_after_the_key_and_not_while
         assert r.status_code == 401, r.text
         assert (await client.get("/generate")).status_code == 405
         # Draining: 503 as the route says, not 429.
-        app.state.engine.begin_drain()
+        app.gateway.engine.begin_drain()
         r = await client.post("/generate", json={"inputs": "x"})
         assert r.status_code == 503 and r.json()["error_type"] == "draining", r.text
 

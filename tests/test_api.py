@@ -357,9 +357,9 @@ async def test_ready_before_and_after_models_load(app_client, make_settings):
     gate = threading.Event()
     real = transformers_factory(make_settings())
 
-    def slow_factory(model_id, path, is_demo, faults):  # the real loader, held back until the test says go
+    def slow_factory(config, faults, on_crash_restart):  # the real loader, held back until the test says go
         assert gate.wait(30)
-        return real(model_id, path, is_demo, faults)
+        return real(config, faults, on_crash_restart)
 
     from asgi_lifespan import LifespanManager
     from prometheus_client import CollectorRegistry

@@ -61,7 +61,7 @@ class LiveServer:
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.client = httpx.AsyncClient(base_url=url, timeout=30)
-        runner = app.state.engine.services[GEN].runner
+        runner = app.gateway.engine.services[GEN].runner
         self.spy = RowSpy(runner)
         self.encode = runner.encode
 

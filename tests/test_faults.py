@@ -59,7 +59,7 @@ async def ready_state(client: httpx.AsyncClient, model: str = GEN) -> tuple[int,
 
 
 def engine_of(app: Any) -> Any:
-    return app.state.engine
+    return app.gateway.engine
 
 
 async def queue_batch(client: httpx.AsyncClient, app: Any, n: int, **params: Any) -> list[asyncio.Task[httpx.Response]]:

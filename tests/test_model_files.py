@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
+from gateway.runners.base import RunnerConfig
 from gateway.runners.model_files import ModelFiles
 
 DIRS = {DEMO_CAUSAL_ID: "tiny-causal-lm", DEMO_SEQ2SEQ_ID: "tiny-seq2seq"}
@@ -17,7 +18,7 @@ DIRS = {DEMO_CAUSAL_ID: "tiny-causal-lm", DEMO_SEQ2SEQ_ID: "tiny-seq2seq"}
 
 @pytest.fixture(scope="module", params=sorted(DIRS))
 def files(request: pytest.FixtureRequest, demo_cache_dir: Path) -> ModelFiles:
-    return ModelFiles(request.param, path=str(demo_cache_dir / DIRS[request.param]))
+    return ModelFiles(RunnerConfig(request.param, path=str(demo_cache_dir / DIRS[request.param])))
 
 
 def test_encode_takes_the_fast_path_and_gives_what_the_tokenizer_gives(files: ModelFiles) -> None:

@@ -30,7 +30,7 @@ PROMPTS = [f"process prompt {i}" for i in range(6)]
 
 
 def runner_of(app: Any) -> ProcessRunner:
-    runner = app.state.engine.generation.runner
+    runner = app.gateway.engine.generation.runner
     assert isinstance(runner, ProcessRunner)
     return runner
 
@@ -128,11 +128,15 @@ def test_every_generation_setting_crosses_the_channel() -> None:
             top_p=0.9,
             typical_p=0.8,
             repetition_penalty=1.2,
+            presence_penalty=0.5,
+            frequency_penalty=-0.25,
+            logit_bias=((7, 2.5), (40, -100.0)),
             seed=3,
             forced_bos_token_id=11,
         ),
         stop=("end", "\n\n"),
         truncate=9,
+        top_logprobs=3,
     )
     # Every field is set away from its default, so a field the channel forgot would come back different.
     defaults = GenerationParams()

@@ -21,11 +21,12 @@ from transformers import AutoModelForCausalLM
 
 from gateway.demo import DEMO_CAUSAL_ID
 from gateway.errors import DeadlineExceeded, GatewayError, QueueFull, RequestCancelled
-from gateway.runners.base import Row
+from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.causal_batch import CausalBatch, Sampler
 from gateway.runners.faults import FaultPlan
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.scheduler import AdmissionQueue, ModelScheduler, WorkItem
+from gateway.stats import BatchRecord, NullSink
 from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
 from tests.conftest import ManualClock
 from tests.serving_helpers import wait_until
@@ -137,29 +138,26 @@ async def test_close_hands_back_queued_work_and_stops_the_workers() -> None:
 # -- the batching loop with the real demo model --------------------------------------------------------------
 
 
-class BatchLog:
-    """A ``BatchObserver`` that keeps the size of every batch run."""
+class BatchLog(NullSink):
+    """A stats sink that keeps the size of every batch run."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
 
-    def batch_finished(self, size: int, inference_s: float, ok: bool) -> None:
-        self.sizes.append(size)
-
-    def worker_replaced(self) -> None:
-        pass
+    def batch_finished(self, record: BatchRecord) -> None:
+        self.sizes.append(record.size)
 
 
 @pytest.fixture(scope="module")
 def runner(demo_cache_dir: Path) -> TransformersRunner:
-    return TransformersRunner(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu")
+    return TransformersRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
 
 
 async def test_batches_are_sized_for_the_recent_load(runner: TransformersRunner) -> None:
     clock = ManualClock()
     log = BatchLog()
     scheduler = ModelScheduler(
-        "demo", runner, max_queue=16, max_batch_size=8, max_batch_wait_s=30.0, observer=log, clock=clock
+        "demo", runner, max_queue=16, max_batch_size=8, max_batch_wait_s=30.0, sink=log, clock=clock
     )
     scheduler.start()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,14 @@
-"""Stats that travel one way, as plain dataclasses, from the gateway to whatever records them (the Prometheus
-recorder in ``metrics.recorder``). Domain code only knows the ``StatsSink`` protocol."""
+"""Stats that travel one way, as plain dataclasses.
+
+- ``RequestStats``: what the serving path measured for one request, returned with its outputs by the service
+  and the facade (never filled in from outside);
+- ``RequestRecord``: the HTTP layer's access-log record of one request; it copies the ``RequestStats`` in
+  (``add``), and hands the finished record to the ``StatsSink``;
+- ``BatchRecord``, ``GaugeSnapshot``: one runner submission, and the values read at scrape time.
+
+The sink (the Prometheus recorder in ``metrics.recorder``) is passed in at construction; domain code only knows
+the ``StatsSink`` protocol.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,27 @@ from typing import Protocol
 
 
 @dataclass
+class RequestStats:
+    """What serving one request measured: tokens, time in the queue and in the model, the batch it ran in.
+
+    ``batch_size`` is the most rows decoded together while this request's rows ran (the running batch), which is
+    what the access log's ``batch_size`` field reports; ``gateway_batch_size`` observes runner submissions.
+    """
+
+    model: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    queue_s: float | None = None
+    inference_s: float | None = None
+    first_token_s: float | None = None
+    batch_size: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
 class RequestRecord:
-    """One finished HTTP request; filled in as the request goes and emitted once at its end."""
+    """One finished HTTP request: created by the access-log middleware, completed by the route from the
+    ``RequestStats`` it got back, emitted once at the end."""
 
     request_id: str
     route: str
@@ -31,10 +59,21 @@ class RequestRecord:
     streamed: bool = False
     payload: dict[str, object] = field(default_factory=dict)
 
+    def add(self, stats: RequestStats) -> None:
+        """Copy what the serving path measured into this record."""
+        self.model = stats.model
+        self.prompt_tokens = stats.prompt_tokens
+        self.generated_tokens = stats.generated_tokens
+        self.queue_s = stats.queue_s
+        self.inference_s = stats.inference_s
+        self.first_token_s = stats.first_token_s
+        self.batch_size = stats.batch_size
+        self.finish_reason = stats.finish_reason
+
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One ``generate`` call of a worker."""
+    """One runner submission (a group of rows that joined the batch together): ``gateway_batch_size``."""
 
     model: str
     size: int

@@ -4,7 +4,7 @@ Prometheus observations.
 Every label value is bounded here, so no caller can blow up the number of series:
 
 * ``model``: one of the models given to the recorder, else ``other``;
-* ``route``: one of ``KNOWN_ROUTES``, else ``other``;
+* ``route``: one of the metered routes given to the recorder (the app's route table), else ``other``;
 * ``status``: one of ``KNOWN_STATUSES`` (the contract's), else ``other``;
 * ``source_lang`` / ``target_lang``: the base ISO 639 code (``zh-Hant`` -> ``zh``, lowercased) when it is in
   the configured set, else ``other`` (a missing code is ``other`` too);
@@ -22,10 +22,9 @@ from gateway.stats import BatchRecord, RequestRecord
 
 from .instruments import Instruments
 
-__all__ = ["KNOWN_ROUTES", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
+__all__ = ["KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
 
 OTHER: Final = "other"
-KNOWN_ROUTES: Final = frozenset({"/generate", "/generate_stream", "/", "/translate"})
 KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
 _BREAKER_STATES: Final = frozenset({"closed", "half_open", "open"})
 TRANSLATE_ROUTE: Final = "/translate"
@@ -39,7 +38,7 @@ def base_language(code: str) -> str:
 class PrometheusRecorder:
     """A ``gateway.stats.StatsSink`` that records into ``Instruments``.
 
-    ``models`` and ``languages`` are the bounded label sets: anything else is recorded as ``other``.
+    ``models``, ``routes`` and ``languages`` are the bounded label sets: anything else is recorded as ``other``.
     Languages are compared on their base code, and the label carries the base code.
     """
 
@@ -48,11 +47,13 @@ class PrometheusRecorder:
         instruments: Instruments,
         *,
         models: Iterable[str],
+        routes: Iterable[str],
         languages: Iterable[str] = (),
     ) -> None:
         self._m = instruments
         self._children: dict[tuple[Any, ...], Any] = {}
         self._models = frozenset(models)
+        self._routes = frozenset(routes)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
 
     # --- label bounding ----------------------------------------------------------------------------
@@ -66,9 +67,8 @@ class PrometheusRecorder:
         base = base_language(code)
         return base if base in self._languages else OTHER
 
-    @staticmethod
-    def route_label(route: str) -> str:
-        return route if route in KNOWN_ROUTES else OTHER
+    def route_label(self, route: str) -> str:
+        return route if route in self._routes else OTHER
 
     @staticmethod
     def status_label(status: str) -> str:

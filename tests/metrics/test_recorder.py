@@ -13,6 +13,7 @@ from metrics import Instruments, PrometheusRecorder
 
 MODEL = "gpt2"
 TRANSLATOR = "Helsinki-NLP/opus-mt-en-zh"
+ROUTES = ("/generate", "/generate_stream", "/", "/translate")
 LANGUAGES = ("en", "zh", "de", "fr", "es", "ja")
 
 # The contract's label sets (without the histogram's own ``le``).
@@ -39,7 +40,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def recorder(registry: CollectorRegistry) -> PrometheusRecorder:
-    return PrometheusRecorder(Instruments(registry), models=[MODEL, TRANSLATOR], languages=LANGUAGES)
+    return PrometheusRecorder(Instruments(registry), models=[MODEL, TRANSLATOR], routes=ROUTES, languages=LANGUAGES)
 
 
 def samples(registry: CollectorRegistry) -> list[Sample]:
@@ -233,7 +234,7 @@ def _random_record(rng: random.Random) -> RequestRecord:
 
 
 def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistry) -> None:
-    recorder = PrometheusRecorder(Instruments(registry), models=[MODEL, TRANSLATOR], languages=LANGUAGES)
+    recorder = PrometheusRecorder(Instruments(registry), models=[MODEL, TRANSLATOR], routes=ROUTES, languages=LANGUAGES)
     rng = random.Random(1234)
     before = len(samples(registry))
     for _ in range(10_000):

@@ -27,11 +27,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Protocol
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory, RequestCancelled, WorkerStalled
-from gateway.runners.base import ModelRunner
+from gateway.runners.base import Decoder
 from gateway.scheduler.queue import AdmissionQueue, WorkItem
+from gateway.stats import BatchRecord, NullSink, StatsSink
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -39,23 +39,23 @@ log = logging.getLogger("gateway.scheduler")
 _LOAD_WINDOW_S = 1.0
 
 
-class BatchObserver(Protocol):
-    def batch_finished(self, size: int, inference_s: float, ok: bool) -> None: ...
-
-    def worker_replaced(self) -> None: ...
-
-
 class ModelScheduler:
+    """One model's admission queue and its feeder: the task that hands groups of queued rows to the decoder.
+
+    Each finished submission goes to ``sink`` as a ``BatchRecord``, and a decode loop replaced by the watchdog as
+    ``worker_replaced``.
+    """
+
     def __init__(
         self,
         name: str,
-        runner: ModelRunner,
+        runner: Decoder,
         *,
         max_queue: int,
         max_batch_size: int,
         max_batch_wait_s: float,
         watchdog_s: float = 120.0,
-        observer: BatchObserver | None = None,
+        sink: StatsSink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -64,7 +64,7 @@ class ModelScheduler:
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_s
         self.watchdog_s = watchdog_s
-        self.observer = observer
+        self.sink = sink if sink is not None else NullSink()
         self._clock = clock
         self._feeder: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
@@ -81,7 +81,7 @@ class ModelScheduler:
 
     @property
     def workers_alive(self) -> int:
-        """1 while the feeder runs and the runner's decode loop is alive, else 0."""
+        """1 while the feeder runs and the decode loop (or its model process) is alive, else 0."""
         return int(self._feeder is not None and not self._feeder.done() and self.runner.alive)
 
     def start(self) -> None:
@@ -155,8 +155,7 @@ class ModelScheduler:
           second less the rows still generating. Rows answered together come back one by one, as the event
           loop answers them and reads their next requests; each group pays a prefill of its own, so joining
           one by one costs a forward pass per row, while waiting for all of them leaves the running rows to
-          finish alone. Half is the middle way (measured in ``bench/`` at concurrency 32, mean of six windows:
-          16.1k tokens/s against 15.4k when waiting for all, this machine's noise being of that order).
+          finish alone. Half is the middle way.
         - Light load (no peak in the last second): 1, so a lone request never waits.
         """
         if not self._running or self._clock() - self._peak_at > _LOAD_WINDOW_S:
@@ -204,8 +203,7 @@ class ModelScheduler:
             self._settle(batch, WorkerStalled())
             # Every other submission of the stuck loop fails with WorkerStalled through its own watcher.
             self.runner.reset(WorkerStalled())
-            if self.observer is not None:
-                self.observer.worker_replaced()
+            self.sink.worker_replaced(self.name)
             return
         except OutOfMemory:
             self._report(len(batch), started, ok=False)
@@ -247,8 +245,7 @@ class ModelScheduler:
             item.resolve(error)
 
     def _report(self, size: int, started: float, ok: bool) -> None:
-        if self.observer is not None:
-            self.observer.batch_finished(size, self._clock() - started, ok)
+        self.sink.batch_finished(BatchRecord(model=self.name, size=size, inference_s=self._clock() - started, ok=ok))
 
 
 def _streamed(item: WorkItem) -> bool:
