@@ -31,7 +31,7 @@ class BlockModelLibraries(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname.partition(".")[0] in BLOCKED:
             raise ModuleNotFoundError(
-                f"{fullname} is blocked in the unit tier (tests/unit runs without it)", name=fullname
+                f"{fullname} is blocked in the unit tier (tests/unit runs without the model libraries)", name=fullname
             )
         return None
 
