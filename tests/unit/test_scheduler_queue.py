@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import weakref
 
@@ -161,3 +162,37 @@ def test_an_answered_item_is_freed_without_the_cyclic_gc() -> None:
     finally:
         gc.enable()
         loop.close()
+
+
+async def test_a_work_item_hands_what_the_runner_reports_from_its_thread_to_the_loop() -> None:
+    clock = ManualClock(start=0.0)
+    streamed = WorkItem(asyncio.get_running_loop(), [1, 2], GREEDY, clock() + 60, stream=True, clock=clock)
+    tokens = [Token(3, "a", -0.1, False), Token(4, "b", -0.2, False)]
+    output = GenerationOutput(text="ab", finish_reason=FinishReason.LENGTH, prompt_tokens=2, tokens=tokens)
+
+    def runner_thread() -> None:  # what a decode loop does with a streamed row
+        assert not streamed.cancelled()
+        for token in tokens:
+            streamed.on_token(token)
+        streamed.on_done(output)
+
+    worker = threading.Thread(target=runner_thread)
+    worker.start()
+    worker.join(5)
+    assert streamed.events is not None
+    events = [await asyncio.wait_for(streamed.events.get(), timeout=5) for _ in range(3)]
+    assert events[:2] == tokens and WorkItem.is_done_marker(events[2])
+    assert streamed.future.result() is output
+    streamed.resolve(RequestCancelled())  # answered once: a later outcome changes nothing
+    assert streamed.future.result() is output and streamed.cancelled()  # a runner still holding it drops the row
+
+
+async def test_a_plain_work_item_has_no_event_queue_and_ignores_tokens() -> None:
+    clock = ManualClock(start=0.0)
+    plain = item(clock)
+    assert plain.events is None and plain.batch_key == GREEDY.sampling and plain.deadline == 60.0
+    plain.on_token(Token(3, "a", None, False))
+    plain.on_done(DeadlineExceeded(during_generation=True))
+    await asyncio.sleep(0)  # the answer is handed to the loop: set on its next iteration
+    error = plain.future.exception()
+    assert isinstance(error, DeadlineExceeded) and error.during_generation
