@@ -70,8 +70,8 @@ class Lifecycle:
 class ModelService:
     """Serves one model: admits requests, consults its breaker, queues rows for its scheduler, waits for them.
 
-    Deadlines are on ``time.monotonic`` (the clock the runner, maybe in another process, checks them against);
-    the injected ``clock`` drives the breaker and the queue's timing.
+    Deadlines are on the injected ``clock``, like the breaker's and the queue's timing; each row carries the same
+    instant on ``time.monotonic``, the clock the runner (maybe in another process) checks it against.
     """
 
     def __init__(
@@ -156,7 +156,7 @@ class ModelService:
             assert item.events is not None
             try:
                 while True:
-                    remaining = deadline - time.monotonic() + _DEADLINE_GRACE_S
+                    remaining = deadline - self._clock() + _DEADLINE_GRACE_S
                     try:
                         event = await asyncio.wait_for(item.events.get(), max(remaining, 0.0))
                     except TimeoutError:
@@ -200,7 +200,7 @@ class ModelService:
             permit.release()
             raise
         try:
-            items = self._items(prompts, params, time.monotonic() + timeout_s, encode or self.runner.encode, stream)
+            items = self._items(prompts, params, self._clock() + timeout_s, encode or self.runner.encode, stream)
         except BaseException:
             queue.release(len(prompts))
             permit.release()
@@ -231,7 +231,7 @@ class ModelService:
         return items
 
     async def _wait_all(self, items: list[WorkItem], deadline: float) -> list[GenerationOutput]:
-        remaining = max(deadline - time.monotonic() + _DEADLINE_GRACE_S, 0.0)
+        remaining = max(deadline - self._clock() + _DEADLINE_GRACE_S, 0.0)
         await asyncio.wait([i.future for i in items], timeout=remaining)
         for item in items:
             if not item.future.done():

@@ -33,7 +33,7 @@ class RowSink(Protocol):
 class Row:
     input_ids: list[int]
     params: GenerationParams
-    deadline: float  # on time.monotonic, shared by the gateway and its model processes
+    deadline: float  # on time.monotonic, the clock the gateway and its model processes share
     sink: RowSink
     stream: bool = False  # the client reads tokens as they come: ``on_token`` is called only for such rows
     # Tokens chosen so far. Across a model process the gateway's copy counts only streamed rows' tokens.

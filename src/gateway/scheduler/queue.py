@@ -57,8 +57,12 @@ class WorkItem:
         self.loop = loop
         self.future: asyncio.Future[GenerationOutput] = loop.create_future()
         self.events: asyncio.Queue[Token | object] | None = asyncio.Queue() if stream else None
-        self.row = Row(input_ids=input_ids, params=params, deadline=deadline, sink=self, stream=stream)
-        self.enqueued_at = clock()
+        now = clock()
+        self.deadline = deadline  # on ``clock``; the row's is the same instant on the runner's time.monotonic
+        self.row = Row(
+            input_ids=input_ids, params=params, deadline=time.monotonic() + (deadline - now), sink=self, stream=stream
+        )
+        self.enqueued_at = now
         self.started_at: float | None = None
         self.on_resolved: Callable[[], None] | None = None  # told once the outcome is set (the scheduler's wake-up)
         self.on_leave: Callable[[WorkItem], None] | None = None  # while queued: the queue gives its slot back
@@ -67,10 +71,6 @@ class WorkItem:
     @property
     def batch_key(self) -> SamplingParams:
         return self.row.params.sampling
-
-    @property
-    def deadline(self) -> float:
-        return self.row.deadline
 
     def cancel(self) -> None:
         """Drop this row: a queued item leaves the queue at once (answered ``RequestCancelled`` unless it was
@@ -189,10 +189,8 @@ class AdmissionQueue:
         self._changed.set()
 
     def _drop_dead(self) -> None:
-        """Answer the items whose deadline passed while queued (cancelled and answered ones left already).
-
-        Deadlines are on ``time.monotonic``, the clock the runner checks them against too."""
-        now = time.monotonic()
+        """Answer the items whose deadline passed while queued (cancelled and answered ones left already)."""
+        now = self._clock()
         expired = [item for item in self._items if now > item.deadline]
         if expired:
             self._items = deque(item for item in self._items if now <= item.deadline)

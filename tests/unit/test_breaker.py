@@ -9,24 +9,14 @@ import pytest
 
 from gateway.breaker import BreakerState, CircuitBreaker, Permit
 from gateway.errors import BreakerOpen
+from tests.clock import ManualClock
 
 CLOSED, HALF_OPEN, OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(start=1000.0)
 
 
 @pytest.fixture
@@ -36,7 +26,7 @@ def transitions() -> list[tuple[BreakerState, BreakerState]]:
 
 @pytest.fixture
 def make_breaker(
-    clock: FakeClock, transitions: list[tuple[BreakerState, BreakerState]]
+    clock: ManualClock, transitions: list[tuple[BreakerState, BreakerState]]
 ) -> Callable[..., CircuitBreaker]:
     def build(**overrides: Any) -> CircuitBreaker:
         values: dict[str, Any] = {
@@ -64,7 +54,7 @@ def succeed(breaker: CircuitBreaker, times: int = 1) -> None:
         breaker.acquire().success()
 
 
-def trip_and_recover(breaker: CircuitBreaker, clock: FakeClock) -> None:
+def trip_and_recover(breaker: CircuitBreaker, clock: ManualClock) -> None:
     """Open the breaker (from closed or half-open) and move the clock to the end of its open period."""
     if breaker.state is CLOSED:
         fail(breaker, breaker.failure_threshold)
@@ -140,7 +130,7 @@ def test_min_calls_larger_than_the_window_still_lets_the_ratio_open(
     assert breaker.state is OPEN
 
 
-def test_open_rejects_with_retry_after(make_breaker: Callable[..., CircuitBreaker], clock: FakeClock) -> None:
+def test_open_rejects_with_retry_after(make_breaker: Callable[..., CircuitBreaker], clock: ManualClock) -> None:
     breaker = make_breaker(recovery_s=30.0)
     fail(breaker, 3)
     clock.advance(10.0)
@@ -152,7 +142,7 @@ def test_open_rejects_with_retry_after(make_breaker: Callable[..., CircuitBreake
 
 
 def test_half_opens_after_recovery_time(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock, transitions: list[Any]
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock, transitions: list[Any]
 ) -> None:
     breaker = make_breaker(recovery_s=30.0)
     fail(breaker, 3)
@@ -164,7 +154,7 @@ def test_half_opens_after_recovery_time(
 
 
 def test_successful_probe_closes(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock, transitions: list[Any]
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock, transitions: list[Any]
 ) -> None:
     breaker = make_breaker()
     trip_and_recover(breaker, clock)
@@ -177,7 +167,7 @@ def test_successful_probe_closes(
 
 
 def test_failed_probe_reopens(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock, transitions: list[Any]
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock, transitions: list[Any]
 ) -> None:
     breaker = make_breaker()
     trip_and_recover(breaker, clock)
@@ -187,7 +177,7 @@ def test_failed_probe_reopens(
 
 
 def test_half_open_admits_only_the_configured_probes(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock
 ) -> None:
     breaker = make_breaker(half_open_probes=2)
     trip_and_recover(breaker, clock)
@@ -203,7 +193,7 @@ def test_half_open_admits_only_the_configured_probes(
     assert breaker.state is CLOSED
 
 
-def test_any_failed_probe_reopens_when_several(make_breaker: Callable[..., CircuitBreaker], clock: FakeClock) -> None:
+def test_any_failed_probe_reopens_when_several(make_breaker: Callable[..., CircuitBreaker], clock: ManualClock) -> None:
     breaker = make_breaker(half_open_probes=3)
     trip_and_recover(breaker, clock)
     permits = [breaker.acquire() for _ in range(3)]
@@ -214,7 +204,7 @@ def test_any_failed_probe_reopens_when_several(make_breaker: Callable[..., Circu
     assert breaker.state is OPEN
 
 
-def test_released_probe_gives_its_place_back(make_breaker: Callable[..., CircuitBreaker], clock: FakeClock) -> None:
+def test_released_probe_gives_its_place_back(make_breaker: Callable[..., CircuitBreaker], clock: ManualClock) -> None:
     breaker = make_breaker()
     trip_and_recover(breaker, clock)
     probe = breaker.acquire()
@@ -227,7 +217,7 @@ def test_released_probe_gives_its_place_back(make_breaker: Callable[..., Circuit
 
 
 def test_recovery_time_doubles_on_repeated_trips_up_to_the_cap(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock
 ) -> None:
     breaker = make_breaker(recovery_s=30.0, max_recovery_s=100.0)
     open_periods = []
@@ -246,7 +236,7 @@ def test_recovery_time_doubles_on_repeated_trips_up_to_the_cap(
     assert open_periods == [pytest.approx(p) for p in (30.0, 60.0, 100.0, 100.0)]
 
 
-def test_recovery_time_resets_after_closing(make_breaker: Callable[..., CircuitBreaker], clock: FakeClock) -> None:
+def test_recovery_time_resets_after_closing(make_breaker: Callable[..., CircuitBreaker], clock: ManualClock) -> None:
     breaker = make_breaker(recovery_s=30.0)
     trip_and_recover(breaker, clock)
     fail(breaker)
@@ -268,7 +258,9 @@ def test_trip_opens_at_once(make_breaker: Callable[..., CircuitBreaker], transit
     assert transitions == [(CLOSED, OPEN)]
 
 
-def test_trip_while_half_open_reopens_for_longer(make_breaker: Callable[..., CircuitBreaker], clock: FakeClock) -> None:
+def test_trip_while_half_open_reopens_for_longer(
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock
+) -> None:
     breaker = make_breaker()
     trip_and_recover(breaker, clock)
     probe = breaker.acquire()
@@ -297,7 +289,7 @@ def test_a_permit_reports_once(make_breaker: Callable[..., CircuitBreaker]) -> N
 
 
 def test_outcomes_of_requests_admitted_before_opening_are_ignored(
-    make_breaker: Callable[..., CircuitBreaker], clock: FakeClock
+    make_breaker: Callable[..., CircuitBreaker], clock: ManualClock
 ) -> None:
     breaker = make_breaker()
     early: list[Permit] = [breaker.acquire() for _ in range(3)]

@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.runners.base import Row
 from gateway.settings import Settings
-from tests.conftest import free_port, wait_ready
+from tests.conftest import free_port
+from tests.integration.conftest import wait_ready
 from tests.serving_helpers import (
     GEN,
     batches,

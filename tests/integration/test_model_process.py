@@ -9,11 +9,8 @@ the contract's stall fault until the watchdog kills it. Most other tests run the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import signal
-import socket
 from typing import Any
 
 import httpx
@@ -21,8 +18,6 @@ import pytest
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.runners.process_runner import ProcessRunner
-from gateway.runners.wire import Channel, ChannelClosed, params_from_json, params_to_json
-from gateway.types import GenerationParams, SamplingParams
 from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
 
 GEN = DEMO_CAUSAL_ID
@@ -101,46 +96,3 @@ async def test_a_stalled_model_process_is_killed_by_the_watchdog_and_replaced(ap
         r = await client.post("/generate", json={"inputs": "after", "parameters": {"max_new_tokens": 4}})
         assert r.status_code == 200, r.text
         assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
-
-
-def test_the_channel_carries_json_frames_only() -> None:
-    ours, theirs = socket.socketpair()
-    a, b = Channel(ours), Channel(theirs)
-    a.send({"t": "submit", "rows": [{"id": 1, "ids": [1, 2]}]})
-    assert b.recv() == {"t": "submit", "rows": [{"id": 1, "ids": [1, 2]}]}
-    ours.sendall(len(b"\x80\x04K\x01.").to_bytes(4, "big") + b"\x80\x04K\x01.")  # a pickle frame
-    with pytest.raises(ValueError):
-        b.recv()
-    ours.sendall((2**31).to_bytes(4, "big"))  # an absurd length: refused before reading it
-    with pytest.raises(ChannelClosed):
-        b.recv()
-    a.close()
-    b.close()
-
-
-def test_every_generation_setting_crosses_the_channel() -> None:
-    params = GenerationParams(
-        max_new_tokens=7,
-        sampling=SamplingParams(
-            do_sample=True,
-            temperature=0.5,
-            top_k=4,
-            top_p=0.9,
-            typical_p=0.8,
-            repetition_penalty=1.2,
-            presence_penalty=0.5,
-            frequency_penalty=-0.25,
-            logit_bias=((7, 2.5), (40, -100.0)),
-            seed=3,
-            forced_bos_token_id=11,
-        ),
-        stop=("end", "\n\n"),
-        truncate=9,
-        top_logprobs=3,
-    )
-    # Every field is set away from its default, so a field the channel forgot would come back different.
-    defaults = GenerationParams()
-    assert all(getattr(params, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(GenerationParams))
-    ours, theirs = params.sampling, defaults.sampling
-    assert all(getattr(ours, f.name) != getattr(theirs, f.name) for f in dataclasses.fields(SamplingParams))
-    assert params_from_json(json.loads(json.dumps(params_to_json(params)))) == params

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from http_load import Connection
 
 

@@ -19,7 +19,7 @@ import torch
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.logs import json_formatter
 from gateway.runners.transformers_runner import is_oom
-from tests.conftest import ManualClock
+from tests.clock import ManualClock
 from tests.serving_helpers import clear_fault, hold_worker, metrics, sample, set_fault, settle, wait_queued
 
 GEN = DEMO_CAUSAL_ID

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics import GPUCollector
+from tests.clock import ManualClock
 
 GPU_FAMILIES = {
     "gateway_gpu_memory_used_bytes",
@@ -111,14 +112,6 @@ def two_gpus(**kwargs: Any) -> FakeNVML:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """family name -> {sorted label pairs: value}"""
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -183,7 +176,7 @@ def test_name_is_cached_so_a_transient_failure_keeps_the_series() -> None:
 
 def test_init_failure_means_absent_families_and_a_throttled_retry() -> None:
     nvml = two_gpus(init_fails=True)
-    clock = Clock()
+    clock = ManualClock(start=1000.0)
     collector = GPUCollector(nvml=nvml, clock=clock, retry_interval_s=60.0)
     registry = CollectorRegistry()
     registry.register(collector)
