@@ -17,8 +17,9 @@ from metrics import instruments
 
 def exposed_name(metric: MetricWrapperBase) -> str:
     """The name ``metric`` is exposed under (a counter's with its ``_total``)."""
-    family = metric.describe()[0]
-    return family.name + "_total" if family.type == "counter" else family.name
+    (family,) = metric.describe()
+    name = str(family.name)
+    return name + "_total" if family.type == "counter" else name
 
 
 def contract_series() -> tuple[str, ...]:
