@@ -1,11 +1,13 @@
-"""What a benchmark run sends and to what: prompts, concurrency levels, the gateway's settings, the model cache."""
+"""What a benchmark run sends and to what: prompts and workloads, concurrency levels, the gateway's settings,
+the model cache."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 BATCH: Final = 32  # the in-process batched generate, and the concurrency the throughput target is set at
 LEVELS: Final = (1, 8, 32, 64)
@@ -27,3 +29,20 @@ def prompts(n: int) -> list[str]:
 def demo_cache() -> Path:
     """Where the bench keeps its demo models (``GATEWAY_DEMO_CACHE_DIR`` if set)."""
     return Path(os.environ.get("GATEWAY_DEMO_CACHE_DIR", "") or tempfile.gettempdir() + "/llm-gateway-bench-demo")
+
+
+class Workload(Protocol):
+    """What each simulated user sends: the ``k``-th request of user ``user`` as (prompt, max_new_tokens)."""
+
+    def request(self, user: int, k: int) -> tuple[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """The same kind of request from everyone: prompts from a fixed pool, ``max_new_tokens`` each."""
+
+    max_new_tokens: int
+    pool: tuple[str, ...] = field(default_factory=lambda: tuple(prompts(256)))
+
+    def request(self, user: int, k: int) -> tuple[str, int]:
+        return self.pool[(user * 7 + k) % len(self.pool)], self.max_new_tokens

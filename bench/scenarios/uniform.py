@@ -1,10 +1,11 @@
 """Closed-loop clients at one concurrency level, each window right after an in-process limit; and single calls
 paired with single in-process ones.
 
-Every simulated user sends the same kind of request (``max_new_tokens`` each) and its next one as soon as the
-last is answered. The in-process limit and a window never run at the same time; measuring the limit right
-before each window pairs them in time, because this machine is shared and its speed drifts by tens of percent
-over minutes. Throughput counts the generated tokens each answer reports.
+Every simulated user sends its next request as soon as the last is answered; what it sends is the window's
+``Workload`` (``Uniform`` here: the same kind of request from everyone, ``max_new_tokens`` each; a mixed
+workload is another ``Workload``). The in-process limit and a window never run at the same time; measuring the
+limit right before each window pairs them in time, because this machine is shared and its speed drifts by tens
+of percent over minutes. Throughput counts the generated tokens each answer reports.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bench.baseline import InProcessModel
 from bench.http_load import Connection
 from bench.scenarios.gateway_metrics import batch_size_series, batch_stats, metric_values
 from bench.systems import System, close_all
-from bench.workload import BATCH, prompts
+from bench.workload import BATCH, Uniform, Workload
 
 
 @dataclass
@@ -65,19 +66,17 @@ class _Window:
 
     measure_from: float
     stop_at: float
-    pool: list[str]
-    max_new_tokens: int
+    workload: Workload
     tokens: int = 0
 
 
 async def _user(system: System, conn: Connection, index: int, level: Level, window: _Window) -> None:
     """One closed-loop client until the window ends; what it gets inside the window goes into ``level``."""
-    pool = window.pool
     k = 0
     while (sent := time.perf_counter()) < window.stop_at:
-        prompt = pool[(index * 7 + k) % len(pool)]
+        prompt, max_new_tokens = window.workload.request(index, k)
         k += 1
-        r = await system.generate(conn, prompt, window.max_new_tokens, timeout_s=120.0, details=True)
+        r = await system.generate(conn, prompt, max_new_tokens, timeout_s=120.0, details=True)
         done = time.perf_counter()
         if done < window.measure_from or done > window.stop_at:
             continue
@@ -88,13 +87,13 @@ async def _user(system: System, conn: Connection, index: int, level: Level, wind
         window.tokens += system.wire.generated_tokens(r.json())
 
 
-async def run_window(system: System, level: Level, max_new_tokens: int, warmup_s: float, measure_s: float) -> float:
+async def run_window(system: System, level: Level, workload: Workload, warmup_s: float, measure_s: float) -> float:
     """Closed-loop clients for ``warmup_s + measure_s``; answers that arrive within the last ``measure_s`` count
     (tokens and latencies). Returns the window's tokens/s."""
     conns = await system.connections(level.concurrency)
     try:
         start = time.perf_counter()
-        window = _Window(start + warmup_s, start + warmup_s + measure_s, prompts(256), max_new_tokens)
+        window = _Window(start + warmup_s, start + warmup_s + measure_s, workload)
         async with httpx.AsyncClient(base_url=system.url, timeout=30) as probe:
             users = [asyncio.ensure_future(_user(system, conns[i], i, level, window)) for i in range(level.concurrency)]
             await asyncio.sleep(max(window.measure_from - time.perf_counter(), 0))
@@ -119,13 +118,14 @@ async def run_window(system: System, level: Level, max_new_tokens: int, warmup_s
 def run_level(system: System, model: InProcessModel, concurrency: int, args: argparse.Namespace) -> Level:
     """``args.rounds`` rounds of: the in-process limit, then a window on ``system`` (which idles meanwhile)."""
     level = Level(concurrency)
+    workload = Uniform(args.max_new_tokens)
     # The throughput target is judged at BATCH: more rounds there, for a steadier median.
     for _ in range(max(args.rounds, 5) if concurrency == BATCH else args.rounds):
         limit, _ = model.batched_tps(args.repeats)
         if concurrency == 1:
             times, _ = model.single_times(4 * args.repeats)
             level.single_s += times
-        window_tps = asyncio.run(run_window(system, level, args.max_new_tokens, args.warmup_s, args.measure_s))
+        window_tps = asyncio.run(run_window(system, level, workload, args.warmup_s, args.measure_s))
         level.rounds.append((window_tps, limit))
     return level
 
