@@ -38,7 +38,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import free_port
 from tests.serving_helpers import GEN, parse_metrics, sample
 
@@ -274,7 +273,8 @@ class Phase:
             "lost": sent - answered,
             "retried": self.balancer.retried() - self.retried_before,
         }
-        print(f"\n[haproxy {self.name}] " + ", ".join(f"{k} {v}" for k, v in figures.items()) + f" ({time.monotonic() - self.t0:.1f} s)")
+        counts = ", ".join(f"{k} {v}" for k, v in figures.items())
+        print(f"\n[haproxy {self.name}] {counts} ({time.monotonic() - self.t0:.1f} s)")
         return figures
 
 
@@ -285,11 +285,15 @@ def cluster(demo_cache_dir: Path, tmp_path: Path) -> Iterator[tuple[list[Replica
     replicas = []
     for i in range(REPLICAS):
         port = free_port()
-        env = base | REPLICA_SETTINGS | {
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_DEMO_CACHE_DIR": str(demo_cache_dir),
-        }
+        env = (
+            base
+            | REPLICA_SETTINGS
+            | {
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_DEMO_CACHE_DIR": str(demo_cache_dir),
+            }
+        )
         replicas.append(Replica(f"r{i}", port, env))
     balancer: HAProxy | None = None
     load: Load | None = None
@@ -341,10 +345,10 @@ def test_replicas_behind_haproxy_lose_nothing(cluster: tuple[list[Replica], HAPr
             replica.proc.send_signal(signal.SIGTERM)
             assert replica.proc.wait(30) == 0
             wait_for(lambda r=replica: balancer.status(r.name).startswith("DOWN"), f"{replica.name} DOWN", 10)
-            t = time.monotonic()
+            started = time.monotonic()
             replica.start()
             replica.wait_ready()
-            print(f"restart {time.monotonic()-t:.1f}")
+            print(f"[haproxy rolling restart] {replica.name} ready {time.monotonic() - started:.1f} s after its start")
             wait_for(lambda r=replica: balancer.status(r.name) == "UP", f"{replica.name} UP again", 10)
         figures = phase.figures()
     assert figures["lost"] == 0, load.failures
