@@ -373,6 +373,7 @@ def test_secret_references() -> None:
             "hfToken": {"secretName": "hub", "key": "token"},
             "apiKey": {"secretName": "gateway-key", "key": "key"},
             "mounts": [{"name": "api-keys", "secretName": "gateway-keys", "mountPath": "/etc/gateway/keys"}],
+            "env": [{"name": "GATEWAY_RATE_LIMIT_STORAGE", "secretName": "redis", "key": "url"}],
         },
         "gateway": {"extraEnv": {"GATEWAY_API_KEYS_FILE": "/etc/gateway/keys/keys.yaml"}},
     }
@@ -381,6 +382,7 @@ def test_secret_references() -> None:
     assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hub", "key": "token"}}
     assert env["GATEWAY_API_KEY"] == {"secretKeyRef": {"name": "gateway-key", "key": "key"}}
     assert env["GATEWAY_API_KEYS_FILE"] == "/etc/gateway/keys/keys.yaml"
+    assert env["GATEWAY_RATE_LIMIT_STORAGE"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
     mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "api-keys")
     assert mount == {"name": "api-keys", "mountPath": "/etc/gateway/keys", "readOnly": True}
     volumes = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["volumes"]
