@@ -112,23 +112,25 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) 
 class Replica:
     """One ``gateway serve`` on a fixed port, in a process group of its own (its model processes included)."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str]) -> None:
+    def __init__(self, name: str, port: int, env: dict[str, str], log: Path) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = env
+        self.log = log
         self.proc: subprocess.Popen[str] | None = None
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
+        with self.log.open("a") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
 
     def get(self, path: str) -> httpx.Response | None:
         with contextlib.suppress(httpx.HTTPError):
@@ -140,8 +142,14 @@ class Replica:
         return response is not None and response.status_code == 200
 
     def wait_ready(self) -> None:
-        assert self.proc is not None
-        wait_for(lambda: self.proc is not None and self.proc.poll() is None and self.is_ready(), self.name, 120)
+        until = time.monotonic() + 120
+        while not self.is_ready():
+            assert self.proc is not None and self.proc.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            assert time.monotonic() < until, f"{self.name} not ready in time:\n{self.tail()}"
+            time.sleep(0.05)
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-20:])
 
     def in_flight(self) -> float:
         response = self.get("/metrics")
@@ -294,7 +302,7 @@ def cluster(demo_cache_dir: Path, tmp_path: Path) -> Iterator[tuple[list[Replica
                 "GATEWAY_DEMO_CACHE_DIR": str(demo_cache_dir),
             }
         )
-        replicas.append(Replica(f"r{i}", port, env))
+        replicas.append(Replica(f"r{i}", port, env, tmp_path / f"r{i}.log"))
     balancer: HAProxy | None = None
     load: Load | None = None
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from tests.deploy.test_promtool import _tool
 
 from gateway.settings import Settings
 from metrics import instruments
@@ -115,16 +115,6 @@ def container(docs: tuple[Manifest, ...] | list[Manifest]) -> dict[str, Any]:
 
 def env_of(docs: tuple[Manifest, ...] | list[Manifest]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found on PATH (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 # --- one source: the chart's copies of the rule files and dashboards ---------------------------------
