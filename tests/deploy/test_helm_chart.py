@@ -32,10 +32,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from tests.deploy.test_promtool import _tool
 
 from gateway.settings import Settings
 from metrics import instruments
+from tests.deploy.test_promtool import _tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "llm-gateway"

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.conftest import free_port
 from tests.serving_helpers import GEN, parse_metrics, sample
 
