@@ -73,6 +73,7 @@ BATCH_LABELS: Final = ("model", "outcome")
 GPU_LABELS: Final = ("gpu", "name")
 TORCH_LABELS: Final = ("device",)
 MODEL_INFO_LABELS: Final = ("model", "revision", "task", "device", "dtype")
+ERROR_LABELS: Final = ("model", "error_type")
 
 # --- names of the scrape-time gauges (built fresh on each scrape by metrics.collectors) ----------------
 
@@ -176,6 +177,12 @@ class Instruments:
             "gateway_circuit_breaker_transitions",
             "Circuit breaker state changes, by the state entered.",
             BREAKER_TRANSITION_LABELS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "gateway_errors",
+            "Failed requests by model and error_type (the error tree's bounded set; anything else is 'other').",
+            ERROR_LABELS,
             registry=registry,
         )
         self.worker_restarts = Counter(

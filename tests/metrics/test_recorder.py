@@ -29,6 +29,7 @@ CONTRACT_LABELS = {
     "gateway_circuit_breaker_transitions": {"model", "to_state"},
     "gateway_translation_requests": {"source_lang", "target_lang", "status"},
     "gateway_translation_duration_seconds": {"source_lang", "target_lang"},
+    "gateway_errors": {"model", "error_type"},
 }
 
 
@@ -200,6 +201,7 @@ def test_label_sets_are_exactly_the_contracts(registry: CollectorRegistry, recor
     recorder.request_finished(generate_record(route="/translate", source_lang="en", target_lang="de"))
     recorder.batch_finished(BatchRecord(model=MODEL, size=2, inference_s=0.1, ok=True))
     recorder.breaker_transition(MODEL, "open")
+    recorder.request_finished(generate_record(status="server_error", error_type="model_error"))
 
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -271,3 +273,32 @@ def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistr
     assert before == 0
     assert 0 < after <= after_more <= bound < 10_000
     assert after_more - after < 0.01 * 10_000  # the second 10,000 records add (almost) nothing
+
+
+def test_errors_by_type(registry: CollectorRegistry, recorder: PrometheusRecorder) -> None:
+    recorder.request_finished(generate_record())  # a success counts no error
+    recorder.request_finished(generate_record(status="server_error", error_type="out_of_memory"))
+    recorder.request_finished(generate_record(status="server_error", error_type="out_of_memory"))
+    recorder.request_finished(generate_record(status="rejected", error_type="queue_full", model=TRANSLATOR))
+    recorder.request_finished(generate_record(status="client_error", error_type="not_found", model=""))
+    recorder.request_finished(generate_record(status="server_error", error_type="made up " + str(uuid.uuid4())))
+
+    assert value(registry, "gateway_errors_total", model=MODEL, error_type="out_of_memory") == 2
+    assert value(registry, "gateway_errors_total", model=TRANSLATOR, error_type="queue_full") == 1
+    assert value(registry, "gateway_errors_total", model="other", error_type="not_found") == 1
+    assert value(registry, "gateway_errors_total", model=MODEL, error_type="other") == 1
+    total = sum(s.value for s in samples(registry) if s.name == "gateway_errors_total")
+    assert total == 5
+
+
+def test_known_error_types_are_the_error_tree() -> None:
+    from gateway import errors
+    from metrics.recorder import known_error_types
+
+    tree = {
+        cls.error_type
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.GatewayError)
+    }
+    assert tree >= {"out_of_memory", "worker_stalled", "model_error", "queue_full", "circuit_open", "timeout"}
+    assert known_error_types() == tree | {"not_found", "method_not_allowed", "http_error"}
