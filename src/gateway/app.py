@@ -27,6 +27,7 @@ from metrics import (
     GatewayStateCollector,
     GPUCollector,
     Instruments,
+    ModelProcessCollector,
     PrometheusRecorder,
     TorchMemoryCollector,
     register_default_collectors,
@@ -56,6 +57,7 @@ def create_app(
     registry.register(GatewayStateCollector(engine.snapshots, engine.model_infos))
     registry.register(GPUCollector())
     registry.register(TorchMemoryCollector(reports=engine.torch_memory if settings.model_process else None))
+    registry.register(ModelProcessCollector(engine.model_pids))
     register_default_collectors(registry)
 
     @contextlib.asynccontextmanager

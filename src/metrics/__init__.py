@@ -25,6 +25,7 @@ from .instruments import (
     TTFT_BUCKETS,
     Instruments,
 )
+from .process_collector import ModelProcessCollector
 from .recorder import PrometheusRecorder, base_language
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "GPUCollector",
     "GatewayStateCollector",
     "Instruments",
+    "ModelProcessCollector",
     "PrometheusRecorder",
     "TorchMemoryCollector",
     "base_language",

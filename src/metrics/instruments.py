@@ -96,6 +96,16 @@ NVML_READ_ERRORS: Final = "gateway_nvml_read_errors"
 TORCH_MEMORY_ALLOCATED: Final = "gateway_torch_memory_allocated_bytes"
 TORCH_MEMORY_RESERVED: Final = "gateway_torch_memory_reserved_bytes"
 
+# Read from /proc/<pid>/stat of each model process (metrics.process_collector). The CPU one is a counter family:
+# exposed as gateway_model_process_cpu_seconds_total.
+MODEL_PROCESS_RESIDENT_MEMORY: Final = "gateway_model_process_resident_memory_bytes"
+MODEL_PROCESS_CPU: Final = "gateway_model_process_cpu_seconds"
+MODEL_PROCESS_THREADS: Final = "gateway_model_process_threads"
+
+# The health score (gateway.health), per model and "overall" (metrics.health_collector).
+HEALTH_SCORE: Final = "gateway_health_score"
+HEALTH_LEVEL: Final = "gateway_health_level"
+
 
 class Instruments:
     """The gateway's counters and histograms, created on ``registry`` (never the global one).
