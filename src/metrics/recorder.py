@@ -72,6 +72,12 @@ class PrometheusRecorder:
         self._models = frozenset(models)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
         self._error_types = known_error_types()
+        # Born at 0 for every configured model, so that increase() sees the first restart or the first error of a
+        # type (a series born at 1 shows no increase), and the alerts on them can fire on the first one.
+        for model in sorted(self._models):
+            self._child(self._m.worker_restarts, model=model)
+            for error_type in sorted(self._error_types):
+                self._child(self._m.errors, model=model, error_type=error_type)
 
     # --- label bounding ----------------------------------------------------------------------------
 
@@ -156,4 +162,4 @@ class PrometheusRecorder:
         ).inc()
 
     def worker_replaced(self, model: str) -> None:
-        self._m.worker_restarts.labels(model=self.model_label(model)).inc()
+        self._child(self._m.worker_restarts, model=self.model_label(model)).inc()

@@ -10,6 +10,7 @@ from prometheus_client.samples import Sample
 
 from gateway.stats import BatchRecord, RequestRecord
 from metrics import Instruments, PrometheusRecorder
+from metrics.recorder import known_error_types
 
 MODEL = "gpt2"
 TRANSLATOR = "Helsinki-NLP/opus-mt-en-zh"
@@ -251,6 +252,7 @@ def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistr
         "model": {MODEL, TRANSLATOR, "other"},
         "source_lang": {*LANGUAGES, "other"},
         "target_lang": {*LANGUAGES, "other"},
+        "error_type": {*known_error_types(), "other"},
     }
     # The most samples these label sets allow: per family, the product of the allowed values of its labels
     # times the samples of one series (a counter: _total and _created; a histogram: its buckets, _count,
@@ -270,7 +272,8 @@ def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistr
             combinations *= len(allowed[label])
         bound += combinations * per_series
 
-    assert before == 0
+    # only the series born at zero for each configured model (worker restarts, errors by type) exist up front
+    assert before == 2 * 2 * (1 + len(known_error_types()))
     assert 0 < after <= after_more <= bound < 10_000
     assert after_more - after < 0.01 * 10_000  # the second 10,000 records add (almost) nothing
 
@@ -293,7 +296,6 @@ def test_errors_by_type(registry: CollectorRegistry, recorder: PrometheusRecorde
 
 def test_known_error_types_are_the_error_tree() -> None:
     from gateway import errors
-    from metrics.recorder import known_error_types
 
     tree = {
         cls.error_type
@@ -302,3 +304,12 @@ def test_known_error_types_are_the_error_tree() -> None:
     }
     assert tree >= {"out_of_memory", "worker_stalled", "model_error", "queue_full", "circuit_open", "timeout"}
     assert known_error_types() == tree | {"not_found", "method_not_allowed", "http_error"}
+
+
+def test_restarts_and_errors_start_at_zero_for_each_model(
+    registry: CollectorRegistry, recorder: PrometheusRecorder
+) -> None:
+    for model in (MODEL, TRANSLATOR):
+        assert value(registry, "gateway_worker_restarts_total", model=model) == 0
+        assert value(registry, "gateway_errors_total", model=model, error_type="out_of_memory") == 0
+    assert value(registry, "gateway_worker_restarts_total", model="other") is None
