@@ -17,6 +17,7 @@ from .collectors import (
     TorchMemoryCollector,
     register_default_collectors,
 )
+from .health_collector import HealthCollector
 from .instruments import (
     BATCH_SIZE_BUCKETS,
     DURATION_BUCKETS,
@@ -36,6 +37,7 @@ __all__ = [
     "TTFT_BUCKETS",
     "GPUCollector",
     "GatewayStateCollector",
+    "HealthCollector",
     "Instruments",
     "ModelProcessCollector",
     "PrometheusRecorder",
