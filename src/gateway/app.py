@@ -36,6 +36,7 @@ from metrics import (
     GatewayStateCollector,
     GPUCollector,
     Instruments,
+    ModelProcessCollector,
     PrometheusRecorder,
     TorchMemoryCollector,
     register_default_collectors,
@@ -131,4 +132,5 @@ def _register_collectors(registry: CollectorRegistry, gateway: Gateway, settings
     registry.register(GatewayStateCollector(gateway.snapshots, gateway.model_infos))
     registry.register(GPUCollector())
     registry.register(TorchMemoryCollector(reports=gateway.torch_memory if settings.model_process else None))
+    registry.register(ModelProcessCollector(gateway.model_pids))
     register_default_collectors(registry)

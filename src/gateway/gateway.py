@@ -148,6 +148,10 @@ class Gateway:
     def torch_memory(self) -> list[tuple[str, float, float]]:
         return self.engine.torch_memory()
 
+    def model_pids(self) -> dict[str, int | None]:
+        """The process id running each model's decode loop (the model process, or this one)."""
+        return self.engine.model_pids()
+
     def info(self) -> dict[str, Any]:
         """Models, limits and batching settings (``/info``)."""
         engine, s = self.engine, self.settings
