@@ -68,10 +68,9 @@ class Gateway:
     def stream(
         self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Each row's tokens as they are chosen, then its output with its stats (``StreamEvent.index``: the row).
-
-        Admission runs on the first step, so a refusal is raised before anything is yielded.
-        """
+        """Each row's admission, its tokens as they are chosen, then its output with its stats
+        (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
+        is yielded."""
         service = self._service(model)
         streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
         return streams[0] if len(streams) == 1 else merge_streams(streams)

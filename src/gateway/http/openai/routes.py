@@ -95,13 +95,15 @@ async def _answer(
         result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model))
         record.add(result.stats)
         if chat:
-            answer = chat_response(record.request_id, model, result.outputs, result.stats, logprobs)
+            answer = chat_response(record.request_id, model, result.outputs, result.stats, logprobs, params.stop)
         else:
-            answer = completion_response(record.request_id, model, result.outputs, result.stats, logprobs, body.n)
+            outputs, stats = result.outputs, result.stats
+            answer = completion_response(record.request_id, model, outputs, stats, logprobs, body.n, params.stop)
         return JSONResponse(answer)
     record.streamed = True
     events = gateway.stream(rows, params, timeout_s, model)
-    # Admission errors (429, 503, 413) must be real statuses, so the first step runs before the 200 goes out.
+    # Admission errors (429, 503, 413) must be real statuses: the 200 goes out once the rows are admitted; from
+    # then on keep-alive comments hold the connection while they wait.
     first = await anext(events)
     shape = StreamShape(
         request_id=record.request_id,

@@ -22,6 +22,14 @@ def finish_reason(output: GenerationOutput) -> str:
     return _FINISH[output.finish_reason]
 
 
+def answer_text(output: GenerationOutput, stops: tuple[str, ...]) -> str:
+    """The text OpenAI's clients expect: without the stop sequence that ended it (the runner keeps it, as TGI)."""
+    if output.finish_reason is not FinishReason.STOP:
+        return output.text
+    cut = min((i for i in (output.text.find(s) for s in stops) if i >= 0), default=len(output.text))
+    return output.text[:cut]
+
+
 def params_for(request: ChatCompletionRequest | CompletionRequest, settings: Settings) -> GenerationParams:
     """The domain parameters of an OpenAI request (400 naming the field for what the gateway does not do)."""
     bad = request.unsupported()
@@ -123,12 +131,17 @@ def completion_logprobs(tokens: list[Token], offset: int = 0) -> dict[str, Any]:
 
 
 def chat_response(
-    request_id: str, model: str, outputs: list[GenerationOutput], stats: RequestStats, logprobs: bool
+    request_id: str,
+    model: str,
+    outputs: list[GenerationOutput],
+    stats: RequestStats,
+    logprobs: bool,
+    stops: tuple[str, ...],
 ) -> dict[str, Any]:
     choices = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": o.text},
+            "message": {"role": "assistant", "content": answer_text(o, stops)},
             "logprobs": chat_logprobs(o.tokens) if logprobs else None,
             "finish_reason": finish_reason(o),
         }
@@ -145,12 +158,18 @@ def chat_response(
 
 
 def completion_response(
-    request_id: str, model: str, outputs: list[GenerationOutput], stats: RequestStats, logprobs: bool, n: int
+    request_id: str,
+    model: str,
+    outputs: list[GenerationOutput],
+    stats: RequestStats,
+    logprobs: bool,
+    n: int,
+    stops: tuple[str, ...],
 ) -> dict[str, Any]:
     choices = [
         {
             "index": i,
-            "text": o.text,
+            "text": answer_text(o, stops),
             "logprobs": completion_logprobs(o.tokens) if logprobs else None,
             "finish_reason": finish_reason(o),
         }

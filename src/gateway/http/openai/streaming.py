@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.http.errors import error_body, note_error
-from gateway.http.openai.serving import chat_logprobs, completion_logprobs, finish_reason, usage
+from gateway.http.openai.serving import answer_text, chat_logprobs, completion_logprobs, finish_reason, usage
 from gateway.http.responses import dumps
 from gateway.service import StreamEvent
 from gateway.stats import RequestRecord, RequestStats
@@ -148,7 +148,7 @@ async def openai_events(
                     yield shape.chunk([shape.choice(event.index, delta, logprobs, None)])
             elif event.output is not None and event.stats is not None:
                 finished.append(event.stats)
-                rest = texts[event.index].finish(event.output.text)
+                rest = texts[event.index].finish(answer_text(event.output, shape.stops))
                 yield shape.chunk([shape.choice(event.index, rest, None, finish_reason(event.output))])
         stats = _total(finished, record)
         record.add(stats)
