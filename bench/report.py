@@ -55,6 +55,7 @@ class Run:
     rejected_server: list[float]
     scrapes: list[float]
     missing: list[str]
+    chat: Level | None = None  # concurrency BATCH through /v1/chat/completions on the same gateway
 
     @property
     def best_limit(self) -> float:
@@ -189,7 +190,20 @@ def _targets_section(run: Run) -> list[str]:
         f"{'yes' if overload.ok else 'no'} |",
         f"| /metrics under 50 ms with all series | max {ms(max(scrapes))} ms | "
         f"{'yes' if max(scrapes) < 0.050 and not run.missing else 'no'} |",
+        *_chat_target(run, ratio),
         "",
+    ]
+
+
+def _chat_target(run: Run, generate_ratio: float) -> list[str]:
+    """/v1/chat/completions against /generate at BATCH, each paired with the in-process limit before it."""
+    if run.chat is None:
+        return []
+    chat = run.chat.paired_ratio / generate_ratio
+    return [
+        f"| /v1/chat/completions at concurrency {BATCH} >= 0.95 of /generate's (paired: "
+        f"{run.chat.paired_ratio:.2f} against {generate_ratio:.2f}; {run.chat.throughput:,.0f} tokens/s) | "
+        f"{chat:.2f} | {'yes' if chat >= 0.95 else 'no'} |"
     ]
 
 
@@ -224,6 +238,7 @@ def summary(run: Run) -> dict[str, Any]:
         "args": {k: str(v) for k, v in vars(run.args).items()},
         "gateway_settings": setting_env(GATEWAY_SETTINGS),
         "levels": [_level_summary(lv) for lv in run.levels],
+        "chat": _level_summary(run.chat) if run.chat is not None else None,
         "paired_single_ms": {
             "in_process": _pct([p[0] for p in pairs]),
             "gateway": _pct([p[1] for p in pairs]),

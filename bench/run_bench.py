@@ -34,6 +34,7 @@ if not __package__:
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import time
@@ -44,8 +45,8 @@ from bench.report import Run, report, server_latencies, summary
 from bench.scenarios.gateway_metrics import scrape_metrics
 from bench.scenarios.overload import overload_run
 from bench.scenarios.uniform import Level, paired_singles, run_level
-from bench.systems import System, gateway
-from bench.workload import GATEWAY_SETTINGS, LEVELS, demo_cache
+from bench.systems import OpenAIChatWire, System, gateway
+from bench.workload import BATCH, GATEWAY_SETTINGS, LEVELS, demo_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,13 +96,17 @@ def main() -> int:
 
     with gateway(cache, args.out / "gateway.log", DEMO_CAUSAL_ID, GATEWAY_SETTINGS) as gw:
         levels, pairs = measure_system(gw, model, args)
+        print(f"concurrency {BATCH} through /v1/chat/completions ...", file=sys.stderr)
+        chat_system = dataclasses.replace(gw, name="gateway /v1/chat/completions", wire=OpenAIChatWire())
+        asyncio.run(chat_system.warm(args.max_new_tokens))
+        chat = run_level(chat_system, model, BATCH, args)
         scrapes, missing = asyncio.run(scrape_metrics(gw))
 
     print("overload ...", file=sys.stderr)
     overload_log = args.out / "gateway-overload.log"
     overload = overload_run(cache, overload_log, DEMO_CAUSAL_ID, args.max_new_tokens, args.overload_s)
 
-    run = Run(args, levels, pairs, overload, server_latencies(overload_log, 429), scrapes, missing)
+    run = Run(args, levels, pairs, overload, server_latencies(overload_log, 429), scrapes, missing, chat)
     text = report(run)
     text += f"\nWhole run: {time.monotonic() - started:.0f} s.\n"
     print(text)

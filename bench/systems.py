@@ -49,6 +49,24 @@ class TgiWire:
         return int(answer["details"]["generated_tokens"])
 
 
+class OpenAIChatWire:
+    """The OpenAI API's ``POST /v1/chat/completions``: the prompt as one user message through the model's chat
+    template, greedy; ``usage.completion_tokens`` holds the generated tokens."""
+
+    def request(self, prompt: str, max_new_tokens: int, details: bool = False) -> tuple[str, dict[str, Any]]:
+        messages = [{"role": "user", "content": prompt}]
+        return "/v1/chat/completions", {
+            "model": "default",
+            "messages": messages,
+            "max_tokens": max_new_tokens,
+            "temperature": 0,
+        }
+
+    def generated_tokens(self, answer: object) -> int:
+        assert isinstance(answer, dict)
+        return int(answer["usage"]["completion_tokens"])
+
+
 @dataclass
 class System:
     """A running server of ``model`` (its id), driven through ``wire``; ``metrics_model`` is the ``model``
