@@ -115,7 +115,12 @@ def _install_middleware(app: FastAPI, gateway: Gateway, sink: PrometheusRecorder
 
     # add_middleware wraps what is there: the last one added is the outermost.
     app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES, api_key=settings.api_key)
-    app.add_middleware(SizeLimits, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(
+        SizeLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(
         RequestContext,
         sink=sink,

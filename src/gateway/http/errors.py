@@ -58,6 +58,8 @@ def error_headers(error: GatewayError, request_id: str) -> dict[str, str]:
     headers = {"X-Request-ID": request_id}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if error.closes_connection:
+        headers["Connection"] = "close"
     return headers
 
 
@@ -128,6 +130,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc), request)
 
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, GatewayError):
+            # FastAPI's own body reading turns whatever the receive channel raised (the size limits' 413, the
+            # body timeout's 408) into a 400 "error parsing the body": answer with the error itself.
+            return error_response(exc.__cause__, request)
         error = _HTTPError(str(exc.detail), exc.status_code)
         record: RequestRecord | None = getattr(request.state, "record", None)
         if record is not None:
