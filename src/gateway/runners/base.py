@@ -114,6 +114,9 @@ class TextCodec(Protocol):
     """The tokenizer side of a model: runs on the event loop, never decodes."""
 
     info: ModelInfo
+    # The most characters one token stands for: a prompt of more than ``n * max_token_chars`` characters has more
+    # than ``n`` tokens, which the gateway can tell before tokenizing it.
+    max_token_chars: int
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -59,6 +59,9 @@ class ModelFiles:
             pad = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else (self.eos_ids or [0])[0]
         self.pad_id = int(pad)
         self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
+        # A token's string is at least as long as the text it stands for (byte-level BPE spells each byte as one
+        # character, WordPiece adds "##", byte fallback "<0x..>"): the longest bounds the characters per token.
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
         # Incremental decoding through the fast tokenizer's own stream decoder, when it decodes exactly like
         # ``decode`` (no clean-up of tokenization spaces applied on the Python side).
         self.backend_tokenizer = getattr(self.tokenizer, "backend_tokenizer", None)
