@@ -85,6 +85,9 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="TGI-compatible text generation and translation in front of Hugging Face models.",
+        # Starlette's trailing-slash redirect builds its Location from the Host header (an open redirect); the
+        # routes are exact, so "/generate/" is a 404.
+        redirect_slashes=False,
         # Prometheus and the JSON access log are the gateway's telemetry. FastAPI's native OpenTelemetry looks up
         # the global providers on every request even when none is configured; it runs only when asked for.
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},

@@ -25,7 +25,7 @@ from gateway import __version__
 from gateway.gateway import Gateway
 from gateway.heap import freeze_startup_heap
 from gateway.http.connection import ConnectionLimits, limited_protocol
-from gateway.logs import configure_logging, uvicorn_log_config
+from gateway.logs import configure_logging, route_stderr_to_log, uvicorn_log_config
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.cli")
@@ -108,6 +108,7 @@ def serve(settings: Settings) -> int:
     from gateway.app import create_app
 
     configure_logging(settings.log_level)
+    route_stderr_to_log()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
