@@ -26,6 +26,7 @@ from gateway.http.context import RequestContext
 from gateway.http.errors import install_error_handlers
 from gateway.http.limits import SizeLimits
 from gateway.http.openai.routes import openai_router
+from gateway.http.openapi import install_openapi
 from gateway.http.ops import faults_router, ops_router
 from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
@@ -94,6 +95,7 @@ def create_app(
     )
     app.gateway = gateway
     install_error_handlers(app)
+    install_openapi(app)
     check_key = key_check(settings.api_key)
     app.include_router(ops_router(gateway))
     app.include_router(tgi_router(gateway, check_key))

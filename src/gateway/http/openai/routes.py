@@ -28,6 +28,7 @@ from gateway.http.openai.serving import (
     wants_logprobs,
 )
 from gateway.http.openai.streaming import StreamShape, openai_events
+from gateway.http.openapi import ANY_ROUTE, OPENAI_INFERENCE, ChatCompletion, Completion, ModelList, responses
 from gateway.http.responses import JSONResponse
 from gateway.http.tgi import record_of
 from gateway.types import GenerationParams
@@ -41,7 +42,11 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     router.include_router(_models_router(gateway, check_key))
     completions = APIRouter(route_class=json_body_route(check_key))
 
-    @completions.post("/chat/completions", response_model=None)
+    @completions.post(
+        "/chat/completions",
+        response_model=None,
+        responses=responses(OPENAI_INFERENCE, ChatCompletion, openai=True, stream="also"),
+    )
     async def chat(request: Request, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
         """Chat completions: ``messages`` through the model's chat template, plain or streamed."""
         model = gateway.resolve_model(body.model)
@@ -50,7 +55,11 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
         prompt = gateway.chat_prompt(model, chat_messages(body))
         return await _answer(gateway, request, body, model, [prompt] * body.n, params, chat=True)
 
-    @completions.post("/completions", response_model=None)
+    @completions.post(
+        "/completions",
+        response_model=None,
+        responses=responses(OPENAI_INFERENCE, Completion, openai=True, stream="also"),
+    )
     async def completion(request: Request, body: CompletionRequest) -> JSONResponse | StreamingResponse:
         """Text completions of a prompt or a list of prompts, plain or streamed."""
         model = gateway.resolve_model(body.model)
@@ -68,7 +77,7 @@ def _models_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     router = APIRouter(dependencies=[Depends(check_key)])
     created = int(time.time())
 
-    @router.get("/models")
+    @router.get("/models", response_model=None, responses=responses((*ANY_ROUTE, 401), ModelList, openai=True))
     async def models() -> dict[str, Any]:
         """The served models, OpenAI's list shape."""
         ids = gateway.served_models()
