@@ -20,8 +20,8 @@ from gateway.runners.logits import (
     SAFE_LIMIT,
     LogitBias,
     Penalties,
+    RunningCounts,
     bias_vector,
-    generated_counts,
     safe_value,
     top_alternatives,
 )
@@ -52,10 +52,22 @@ def test_logit_bias_adds_to_every_row_and_follows_the_width() -> None:
     assert LogitBias([(5, 10.0)])(None, torch.ones((1, 3))).tolist() == [[1.0, 1.0, 1.0]]
 
 
-def test_generated_counts() -> None:
-    counts = generated_counts([[1, 1, 2], [], [0, 9]], 3, CPU)
-    assert counts.tolist() == [[0.0, 2.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
-    assert generated_counts([[], []], 2, CPU).tolist() == [[0.0, 0.0]] * 2
+def test_running_counts_add_only_new_tokens_and_follow_rows_that_come_and_go() -> None:
+    a, b, c = object(), object(), object()
+    counts = RunningCounts()
+    ha, hb = [1, 1, 2], []
+    assert counts.update([a, b], [ha, hb], 3, CPU).tolist() == [[0.0, 2.0, 1.0], [0.0, 0.0, 0.0]]
+    ha.append(0)
+    hb.extend([2, 9])  # an id outside the vocabulary is skipped
+    assert counts.update([a, b], [ha, hb], 3, CPU).tolist() == [[1.0, 2.0, 1.0], [0.0, 0.0, 1.0]]
+    # b left; c joined with a history of its own (counted in full); a is carried over, not recounted.
+    hc = [0, 0]
+    ha.append(2)
+    assert counts.update([c, a], [hc, ha], 3, CPU).tolist() == [[2.0, 0.0, 0.0], [1.0, 2.0, 2.0]]
+    # A call for c alone (a joining group of a shared sampler), then both again: a's counts are still right.
+    assert counts.update([c], [hc], 3, CPU).tolist() == [[2.0, 0.0, 0.0]]
+    assert counts.update([a, c], [ha, hc], 3, CPU).tolist() == [[1.0, 2.0, 2.0], [2.0, 0.0, 0.0]]
+    assert counts.update([a], [ha], 4, CPU).tolist() == [[1.0, 2.0, 2.0, 0.0]]  # another width: recounted
 
 
 def test_penalties_subtract_presence_once_and_frequency_per_occurrence() -> None:
@@ -121,8 +133,11 @@ def runner(demo_cache_dir: Path) -> TransformersRunner:
     return TransformersRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
 
 
-def run_batch(runner: TransformersRunner, groups: list[list[tuple[str, GenerationParams]]]) -> list[list[Token]]:
-    """Join each group (one submission) to one running batch, decode it to the end; each row's tokens."""
+def run_batch(
+    runner: TransformersRunner, groups: list[list[tuple[str, GenerationParams]]], steps_between: int = 0
+) -> list[list[Token]]:
+    """Join each group (one submission) to one running batch, ``steps_between`` decoding steps after each, then
+    decode it to the end; each row's tokens."""
     batch = CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device)
     sinks: list[Collect] = []
     with torch.inference_mode():
@@ -132,6 +147,8 @@ def run_batch(runner: TransformersRunner, groups: list[list[tuple[str, Generatio
                 sinks.append(Collect())
                 rows.append(Row(runner.encode(prompt), params, time.monotonic() + 60, sinks[-1]))
             batch.join(rows, Sampler(rows[0].params.sampling, runner.device))
+            for _ in range(steps_between):
+                batch.step()
         while len(batch):
             batch.step()
     outputs = [s.outcome for s in sinks]
@@ -149,15 +166,16 @@ def test_rows_of_different_settings_in_one_running_batch(runner: TransformersRun
         [("hello", plain), ("a longer prompt here", wide)],  # one sampler, rows asking for different alternatives
         [("xy", biased)],
         [("aaaa", penalized), ("hello", penalized)],
+        [("abc", penalized)],  # joins the running penalized rows' sampler (greedy rows of equal settings share)
     ]
-    together = run_batch(runner, groups)
+    together = run_batch(runner, groups, steps_between=2)
     alone = [run_batch(runner, [[row]])[0] for group in groups for row in group]
     assert [shape(tokens) for tokens in together] == [shape(tokens) for tokens in alone]
     for ours, theirs in zip(together, alone, strict=True):
         for a, b in zip(ours, theirs, strict=True):
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
             assert [t.logprob for t in a.top] == pytest.approx([t.logprob for t in b.top], abs=1e-4)
-    hello, longer, bias, looping, _ = together
+    hello, longer, bias, looping, _, _ = together
     assert [len(t.top) for t in hello] == [0] * 8 and [len(t.top) for t in longer] == [3] * 6
     assert [t.id for t in bias] == [z] * 5 and all(t.top[0].id == z for t in bias)
     assert len({t.id for t in looping}) == 9  # a presence penalty of 2 rules out every repeat on this model

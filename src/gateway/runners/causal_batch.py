@@ -42,7 +42,7 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from gateway.runners.base import Row
-from gateway.runners.logits import Alternatives, LogitBias, Penalties, generated_counts, top_alternatives
+from gateway.runners.logits import Alternatives, LogitBias, Penalties, RunningCounts, top_alternatives
 from gateway.runners.rows import RowState, RowTracker
 from gateway.types import SamplingParams
 
@@ -72,6 +72,7 @@ class Sampler:
         self.bias = LogitBias(params.logit_bias) if params.logit_bias else None
         penalties = Penalties(params.presence_penalty, params.frequency_penalty)
         self.penalties = penalties if penalties.active else None
+        self.counts = RunningCounts()  # the generated-token counts of this sampler's rows, when penalized
         warpers: list[LogitsProcessor] = []
         if params.do_sample:
             if params.temperature != 1.0:
@@ -93,7 +94,7 @@ class Sampler:
         if self.bias is not None:
             scores = self.bias(None, scores)  # type: ignore[arg-type]
         if self.penalties is not None:
-            counts = generated_counts([s.ids for s in states], scores.shape[-1], scores.device)
+            counts = self.counts.update(states, [s.ids for s in states], scores.shape[-1], scores.device)
             scores = self.penalties.apply(scores, counts)
         for warper in self.warpers:
             scores = warper(None, scores)  # type: ignore[arg-type]  # warpers do not read the ids

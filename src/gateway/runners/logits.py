@@ -53,14 +53,64 @@ class LogitBias(LogitsProcessor):
         return scores + vector.to(scores.dtype)  # type: ignore[return-value]  # a FloatTensor in all but name
 
 
-def generated_counts(histories: Sequence[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:
-    """``(rows, vocab)`` float32: how many times each row generated each token (ids outside the vocab skipped)."""
-    counts = torch.zeros((len(histories), vocab), dtype=torch.float32)
-    rows = [r for r, ids in enumerate(histories) for i in ids if 0 <= i < vocab]
-    if rows:
-        ids = [i for ids in histories for i in ids if 0 <= i < vocab]
-        counts.index_put_((torch.tensor(rows), torch.tensor(ids)), torch.ones(len(ids)), accumulate=True)
-    return counts.to(device)
+class RunningCounts:
+    """How many times each row generated each token, kept from step to step for one sampler's rows.
+
+    ``update`` is called at every step with the rows the sampler chooses for (``keys``, identities) and their
+    generated ids so far; it adds only the ids generated since the last call, so a step costs one small scatter
+    rather than a recount of every row's history. A row it has not seen (joined, or absent from the last call) is
+    counted from its whole history.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[object] = []
+        self.counted: list[int] = []  # per row: how many of its ids are in ``counts``
+        self.counts: torch.Tensor | None = None  # (rows, vocab) float32
+
+    def update(
+        self, keys: Sequence[object], histories: Sequence[Sequence[int]], vocab: int, device: torch.device
+    ) -> torch.Tensor:
+        counts = self.counts
+        if counts is None or counts.shape[1] != vocab or not _same(self.keys, keys):
+            counts = self._relayout(keys, vocab, device)
+        rows: list[int] = []
+        ids: list[int] = []
+        counted = self.counted
+        for r, history in enumerate(histories):
+            start = counted[r]
+            if len(history) > start:
+                for token_id in history[start:]:
+                    if 0 <= token_id < vocab:
+                        rows.append(r)
+                        ids.append(token_id)
+                counted[r] = len(history)
+        if rows:
+            index = (torch.tensor(rows, device=device), torch.tensor(ids, device=device))
+            counts.index_put_(index, torch.ones(len(ids), device=device), accumulate=True)
+        return counts
+
+    def _relayout(self, keys: Sequence[object], vocab: int, device: torch.device) -> torch.Tensor:
+        previous = self.counts if self.counts is not None and self.counts.shape[1] == vocab else None
+        # ``self.keys`` holds the rows it names, so no id in it can belong to another object meanwhile.
+        where = {id(key): i for i, key in enumerate(self.keys)} if previous is not None else {}
+        counts = torch.zeros((len(keys), vocab), dtype=torch.float32, device=device)
+        counted = [0] * len(keys)
+        kept_new: list[int] = []
+        kept_old: list[int] = []
+        for n, key in enumerate(keys):
+            o = where.get(id(key))
+            if o is not None:
+                kept_new.append(n)
+                kept_old.append(o)
+                counted[n] = self.counted[o]
+        if previous is not None and kept_new:
+            counts[kept_new] = previous[kept_old]
+        self.keys, self.counted, self.counts = list(keys), counted, counts
+        return counts
+
+
+def _same(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class Penalties(LogitsProcessor):
