@@ -53,7 +53,11 @@ log = logging.getLogger("gateway.runner")
 
 
 class Sampler:
-    """How the rows of one submission choose their next token (their ``SamplingParams``), with its own RNG."""
+    """How the rows of one submission choose their next token (their ``SamplingParams``), with its own RNG.
+
+    Settings left at their defaults cost nothing per step: each adjustment (penalties, bias, warpers) is built
+    only when asked for, and the alternatives of ``top_logprobs`` are computed only for the rows that ask.
+    """
 
     def __init__(self, params: SamplingParams, device: torch.device) -> None:
         self.params = params
