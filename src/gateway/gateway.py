@@ -88,6 +88,15 @@ class Gateway:
         """The ids of the served models, the generation model first."""
         return list(dict.fromkeys(self.engine.model_ids))
 
+    def check_logit_bias(self, model: str, token_ids: Sequence[int]) -> None:
+        """A 400 naming ``logit_bias`` for a token id outside the model's vocabulary."""
+        size = self._service(model).runner.vocab_size
+        bad = [i for i in token_ids if not 0 <= i < size]
+        if bad:
+            raise BadRequest(
+                f"logit_bias: token id {bad[0]} is not in the vocabulary (0 to {size - 1})", param="logit_bias"
+            )
+
     def chat_prompt(self, model: str, messages: Sequence[dict[str, str]]) -> str:
         """A conversation rendered through the model's chat template (a 400 when it has none)."""
         prompt = self._service(model).runner.render_messages(messages)

@@ -43,18 +43,14 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     @completions.post("/chat/completions", response_model=None)
     async def chat(request: Request, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
         """Chat completions: ``messages`` through the model's chat template, plain or streamed."""
-        model = gateway.resolve_model(body.model)
-        record_of(request).model = model
-        params = params_for(body, gateway.settings)
+        model, params = _resolve(gateway, request, body)
         prompt = gateway.chat_prompt(model, chat_messages(body))
         return await _answer(gateway, request, body, model, [prompt] * body.n, params, chat=True)
 
     @completions.post("/completions", response_model=None)
     async def completion(request: Request, body: CompletionRequest) -> JSONResponse | StreamingResponse:
         """Text completions of a prompt or a list of prompts, plain or streamed."""
-        model = gateway.resolve_model(body.model)
-        record_of(request).model = model
-        params = params_for(body, gateway.settings)
+        model, params = _resolve(gateway, request, body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         rows = [p for p in prompts for _ in range(body.n)]
         return await _answer(gateway, request, body, model, rows, params, chat=False)
@@ -75,6 +71,17 @@ def _models_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
         return {"object": "list", "data": data}
 
     return router
+
+
+def _resolve(
+    gateway: Gateway, request: Request, body: ChatCompletionRequest | CompletionRequest
+) -> tuple[str, GenerationParams]:
+    """The model the body names (into the access-log record) and the domain parameters, checked against it."""
+    model = gateway.resolve_model(body.model)
+    record_of(request).model = model
+    params = params_for(body, gateway.settings)
+    gateway.check_logit_bias(model, [token for token, _ in params.sampling.logit_bias])
+    return model, params
 
 
 async def _answer(
