@@ -21,7 +21,7 @@ import pytest
 from gateway.alerts import ActiveAlert
 from gateway.http.status_page import status_page_html
 from tests.chromium import dump_dom, screenshot
-from tests.test_status import sample_status
+from tests.e2e.test_status import sample_status
 
 
 class Server:
