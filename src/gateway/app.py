@@ -3,6 +3,10 @@ schedulers, breakers). Nothing happens at import time.
 
 Middleware, outermost first: CORS (only when configured), the request context (request id, access log, last
 net for errors), size limits, load shedding; then the routers of each protocol adapter over one ``Gateway``.
+
+Every finished request and batch goes to one sink, a ``FanOut`` of the Prometheus recorder and the health
+score's ``RequestWindow``; the ``StatusBoard`` reads that window and the facade, and answers both the health
+gauges on ``/metrics`` and ``/status.json``, so the two always agree.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway import __version__
 from gateway.engine import Engine, RunnerFactory, model_ids
 from gateway.gateway import Gateway
+from gateway.health import RequestWindow
 from gateway.http.auth import key_check
 from gateway.http.context import RequestContext
 from gateway.http.errors import install_error_handlers
@@ -29,12 +34,16 @@ from gateway.http.openai.routes import openai_router
 from gateway.http.ops import faults_router, ops_router
 from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
+from gateway.http.status import status_router
 from gateway.http.tgi import tgi_router
 from gateway.languages import LANGUAGE_NAMES
 from gateway.settings import Settings
+from gateway.stats import FanOut, StatsSink
+from gateway.status_board import StatusBoard
 from metrics import (
     GatewayStateCollector,
     GPUCollector,
+    HealthCollector,
     Instruments,
     ModelProcessCollector,
     PrometheusRecorder,
@@ -49,6 +58,7 @@ class GatewayApp(FastAPI):
     """The FastAPI app, with the ``Gateway`` it serves (the CLI drains it on SIGTERM)."""
 
     gateway: Gateway
+    status_board: StatusBoard
 
 
 def create_app(
@@ -63,8 +73,12 @@ def create_app(
     recorder = PrometheusRecorder(
         Instruments(registry), models=set(models), languages=LANGUAGE_NAMES.keys(), routes=ROUTES.metered
     )
-    gateway = Gateway(Engine(settings, recorder, runner_factory=runner_factory, clock=clock))
-    _register_collectors(registry, gateway, settings)
+    window = RequestWindow(settings.health_window_s, clock=clock)
+    sink = FanOut(recorder, window)
+    gateway = Gateway(Engine(settings, sink, runner_factory=runner_factory, clock=clock))
+    gpu = GPUCollector()
+    board = _status_board(gateway, window, gpu, clock)
+    _register_collectors(registry, gateway, settings, gpu, board)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,9 +104,11 @@ def create_app(
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
     )
     app.gateway = gateway
+    app.status_board = board
     install_error_handlers(app)
     check_key = key_check(settings.api_key)
     app.include_router(ops_router(gateway))
+    app.include_router(status_router(board, check_key, settings.alertmanager_url))
     app.include_router(tgi_router(gateway, check_key))
     app.include_router(openai_router(gateway, check_key))
     if settings.enable_faults:
@@ -102,11 +118,27 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    _install_middleware(app, gateway, recorder, settings)
+    _install_middleware(app, gateway, sink, settings)
     return app
 
 
-def _install_middleware(app: FastAPI, gateway: Gateway, sink: PrometheusRecorder, settings: Settings) -> None:
+def _status_board(
+    gateway: Gateway, window: RequestWindow, gpu: GPUCollector, clock: Callable[[], float]
+) -> StatusBoard:
+    """The health score's and the status page's one reader. The quality score and the canary are not wired yet:
+    absent, they leave their components out of the score (docs/health.md)."""
+    return StatusBoard(
+        window,
+        snapshots=gateway.snapshots,
+        infos=gateway.model_infos,
+        version=__version__,
+        state=gateway.model_state,
+        gpu_memory=gpu.fullest_memory,
+        clock=clock,
+    )
+
+
+def _install_middleware(app: FastAPI, gateway: Gateway, sink: StatsSink, settings: Settings) -> None:
     """Outermost first: CORS (when configured), request context, size limits, load shedding."""
 
     def model_for_path(path: str) -> str:
@@ -127,10 +159,14 @@ def _install_middleware(app: FastAPI, gateway: Gateway, sink: PrometheusRecorder
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
 
 
-def _register_collectors(registry: CollectorRegistry, gateway: Gateway, settings: Settings) -> None:
-    """Values read at scrape time: queue, breaker and workers per model, GPU (NVML), torch memory, process."""
+def _register_collectors(
+    registry: CollectorRegistry, gateway: Gateway, settings: Settings, gpu: GPUCollector, board: StatusBoard
+) -> None:
+    """Values read at scrape time: queue, breaker and workers per model, health, GPU (NVML), torch memory,
+    process."""
     registry.register(GatewayStateCollector(gateway.snapshots, gateway.model_infos))
-    registry.register(GPUCollector())
+    registry.register(HealthCollector(board.gauges))
+    registry.register(gpu)
     registry.register(TorchMemoryCollector(reports=gateway.torch_memory if settings.model_process else None))
     registry.register(ModelProcessCollector(gateway.model_pids))
     register_default_collectors(registry)

@@ -153,6 +153,18 @@ class Gateway:
     def model_infos(self) -> list[ModelInfo]:
         return self.engine.model_infos()
 
+    def model_state(self, model: str) -> str:
+        """One model's state for people (``/status``): loading, failed, draining, ready, or not_ready (breaker
+        open or no live worker)."""
+        if self.engine.state is not LoadState.LOADED:
+            return self.engine.state.value
+        service = self.engine.services.get(model)
+        if service is None:
+            return "unknown"
+        if self.engine.lifecycle.draining:
+            return "draining"
+        return "ready" if service.ready else "not_ready"
+
     def torch_memory(self) -> list[tuple[str, float, float]]:
         return self.engine.torch_memory()
 

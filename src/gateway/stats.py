@@ -6,8 +6,8 @@
   (``add``), and hands the finished record to the ``StatsSink``;
 - ``BatchRecord``, ``GaugeSnapshot``: one runner submission, and the values read at scrape time.
 
-The sink (the Prometheus recorder in ``metrics.recorder``) is passed in at construction; domain code only knows
-the ``StatsSink`` protocol.
+The sink (the Prometheus recorder in ``metrics.recorder``, beside the health score's window, joined by
+``FanOut``) is passed in at construction; domain code only knows the ``StatsSink`` protocol.
 """
 
 from __future__ import annotations
@@ -117,3 +117,27 @@ class NullSink:
 
     def worker_replaced(self, model: str) -> None:
         pass
+
+
+class FanOut:
+    """One sink that hands everything to several (the Prometheus recorder and the health score's window), in
+    order. The HTTP layer and the engine each take one sink; this lets both consumers see every record."""
+
+    def __init__(self, *sinks: StatsSink) -> None:
+        self.sinks = sinks
+
+    def request_finished(self, record: RequestRecord) -> None:
+        for sink in self.sinks:
+            sink.request_finished(record)
+
+    def batch_finished(self, record: BatchRecord) -> None:
+        for sink in self.sinks:
+            sink.batch_finished(record)
+
+    def breaker_transition(self, model: str, to_state: str) -> None:
+        for sink in self.sinks:
+            sink.breaker_transition(model, to_state)
+
+    def worker_replaced(self, model: str) -> None:
+        for sink in self.sinks:
+            sink.worker_replaced(model)

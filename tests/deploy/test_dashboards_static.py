@@ -215,6 +215,8 @@ def test_overview_covers_the_operators_questions() -> None:
         "gateway_worker_restarts_total",
         "gateway_model_process_resident_memory_bytes",
         "gateway_model_process_cpu_seconds_total",
+        "gateway_health_score",
+        "gateway_health_level",
         "node_cpu_seconds_total",
         "node_memory_MemAvailable_bytes",
         "node_filesystem_avail_bytes",
