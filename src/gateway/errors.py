@@ -18,7 +18,7 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     ├── DeadlineExceeded              504 timeout           counted by the breaker when it passed mid-generation
     ├── RequestCancelled              499 cancelled         the client went away
     └── ModelError                    500 model_error       counted by the breaker
-        ├── OutOfMemory               500 out_of_memory     retried in halves; at batch size 1 trips the breaker
+        ├── OutOfMemory               500 out_of_memory     retried in halves, a lone row once others left
         └── WorkerStalled             500 worker_stalled    the watchdog replaced the worker
 """
 
@@ -142,10 +142,6 @@ class ModelError(GatewayError):
 class OutOfMemory(ModelError):
     error_type = "out_of_memory"
     public_message = "the model ran out of memory"
-
-    def __init__(self, message: str | None = None, *, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal  # OOM at batch size 1: retrying cannot help, so the breaker trips at once
 
 
 class WorkerStalled(ModelError):

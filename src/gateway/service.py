@@ -20,7 +20,6 @@ from gateway.errors import (
     Draining,
     GatewayError,
     NotReady,
-    OutOfMemory,
     PayloadTooLarge,
     counts_as_failure,
 )
@@ -249,8 +248,6 @@ class ModelService:
     def _settle(self, permit: Permit, items: list[WorkItem], exc: BaseException) -> None:
         for item in items:
             item.cancel()
-        if isinstance(exc, OutOfMemory) and exc.fatal:
-            self.breaker.trip()
         if counts_as_failure(exc):
             permit.failure()
         else:

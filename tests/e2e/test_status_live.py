@@ -54,13 +54,15 @@ def shot(server: ServerProcess, url: str, name: str) -> Path:
 
 def test_status_page_of_a_running_gateway(gateway_server: Callable[..., ServerProcess], alertmanager: str) -> None:
     fire_alert(alertmanager, DEMO_CAUSAL_ID)
-    server = gateway_server(enable_faults=True, alertmanager_url=alertmanager, max_queue=64)
+    server = gateway_server(
+        enable_faults=True, alertmanager_url=alertmanager, max_queue=64, breaker_failure_threshold=1
+    )
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for _ in range(3):
             assert client.post("/generate", json={"inputs": "hello", "parameters": {"max_new_tokens": 4}}).is_success
         r = client.post("/translate", json={"text": "hello", "source_lang": "en", "target_lang": "de"})
         assert r.status_code == 200, r.text
-        # An out-of-memory error at batch size 1: the breaker opens and the generation model turns critical.
+        # An out-of-memory error reaches the breaker's threshold of 1: it opens and the model turns critical.
         assert client.post("/admin/faults", json={"kind": "oom", "count": 1}).status_code == 200
         assert client.post("/generate", json={"inputs": "hello"}).status_code == 500
         document: dict[str, Any] = client.get("/status.json").json()

@@ -68,13 +68,15 @@ async def test_faults_move_the_score_and_level_and_recovery_restores_them(app_cl
         assert model_of(burst, DEMO_SEQ2SEQ_ID)["health"]["score"] == 100.0  # the other model is untouched
         await assert_gauges_match(client, burst)
 
-        # An out-of-memory error at batch size 1 opens the breaker: critical, whatever the weighted mean.
-        await set_fault(client, kind="oom", count=1)
-        assert (await gen(client)).status_code == 500
+        # Out-of-memory errors with nothing else running: with the burst's last error, five failures in a row open
+        # the breaker: critical, whatever the weighted mean.
+        await set_fault(client, kind="oom", count=4)
+        for _ in range(4):
+            assert (await gen(client)).status_code == 500
         opened = await status(client)
         row = model_of(opened)
         assert row["breaker"] == "open" and row["state"] == "not_ready"
-        assert row["errors_by_type"] == {"model_error": 2, "out_of_memory": 1}
+        assert row["errors_by_type"] == {"model_error": 2, "out_of_memory": 4}
         assert row["health"]["level"] == "critical" and row["health"]["score"] <= 49
         assert "breaker" in row["health"]["reasons"]
         assert opened["overall"]["level"] == "critical" and "breaker" in opened["overall"]["reasons"]

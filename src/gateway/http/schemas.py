@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.errors import InvalidRequest
 from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token, TopToken
 
+# Bounds the model can honour: below these, dividing the logits overflows to inf and sampling has no
+# distribution left. A smaller temperature is greedy decoding; a smaller repetition penalty is refused.
+MIN_TEMPERATURE = 1e-5
+MIN_REPETITION_PENALTY = 1e-2
 _MAX_STOP_CHARS = 256
 MAX_TOP_N_TOKENS = 5  # TGI's own default cap (``--max-top-n-tokens``)
 
@@ -27,7 +31,7 @@ class GenerateParameters(BaseModel):
     top_k: int | None = Field(None, ge=0, le=100_000)
     typical_p: float | None = Field(None, gt=0.0, le=1.0)
     do_sample: bool | None = False
-    repetition_penalty: float | None = Field(None, gt=0.0, le=100.0)
+    repetition_penalty: float | None = Field(None, ge=MIN_REPETITION_PENALTY, le=100.0)
     stop: list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     return_full_text: bool | None = False
@@ -81,8 +85,13 @@ class GenerateParameters(BaseModel):
         top_k = self.top_k or 0
         top_p = self.top_p if self.top_p is not None else 1.0
         typical_p = self.typical_p if self.typical_p is not None else 1.0
-        # As TGI does: any sampling warper turns sampling on.
-        do_sample = bool(self.do_sample) or temperature != 1.0 or top_k > 0 or top_p < 1.0 or typical_p < 1.0
+        # As TGI does: any sampling warper turns sampling on. A temperature too small to divide the logits by
+        # without overflow is greedy decoding, which is what it means (vLLM does the same).
+        greedy = temperature < MIN_TEMPERATURE
+        temperature = 1.0 if greedy else temperature
+        do_sample = not greedy and (
+            bool(self.do_sample) or temperature != 1.0 or top_k > 0 or top_p < 1.0 or typical_p < 1.0
+        )
         sampling = SamplingParams(
             do_sample=do_sample,
             temperature=temperature if do_sample else 1.0,
@@ -119,7 +128,7 @@ class TranslateParameters(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0, le=100_000)
     do_sample: bool = False
-    repetition_penalty: float | None = Field(None, gt=0.0, le=100.0)
+    repetition_penalty: float | None = Field(None, ge=MIN_REPETITION_PENALTY, le=100.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     timeout_s: float | None = Field(None, gt=0.0)
 

@@ -42,7 +42,14 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from gateway.runners.base import Row
-from gateway.runners.logits import Alternatives, LogitBias, Penalties, RunningCounts, top_alternatives
+from gateway.runners.logits import (
+    Alternatives,
+    LogitBias,
+    Penalties,
+    RunningCounts,
+    guard_distribution,
+    top_alternatives,
+)
 from gateway.runners.rows import RowState, RowTracker
 from gateway.types import SamplingParams
 
@@ -102,7 +109,7 @@ class Sampler:
             scores = self.penalties.apply(scores, counts)
         for warper in self.warpers:
             scores = warper(None, scores)  # type: ignore[arg-type]  # warpers do not read the ids
-        logprobs = torch.log_softmax(scores, dim=-1)
+        scores, logprobs = guard_distribution(scores)
         if self.generator is not None:
             ids = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(1)
         else:

@@ -177,3 +177,20 @@ def top_alternatives(logprobs: torch.Tensor, wants: Sequence[int]) -> list[Alter
         n = wants[r]
         out[r] = list(zip(id_lists[j][:n], value_lists[j][:n], strict=True))
     return out
+
+
+def guard_distribution(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores safe to sample from, their log-probabilities) for a step's processed scores.
+
+    Extreme settings (a temperature or a repetition penalty near zero, biases and penalties against every token)
+    can leave a row with no distribution: NaN, or every score minus infinity. Sampling from it would fail the
+    whole batch. Such a row's scores become uniform, so the step goes on, and its log-probabilities NaN: the
+    row tracker answers that row alone with a 4xx (``rows.RowTracker.step``), never the batch or the breaker.
+    """
+    logprobs = torch.log_softmax(scores, dim=-1)
+    invalid = torch.isnan(logprobs).any(dim=-1)
+    if not bool(invalid.any()):
+        return scores, logprobs
+    scores = scores.masked_fill(invalid[:, None], 0.0)
+    logprobs = torch.log_softmax(scores, dim=-1).masked_fill(invalid[:, None], float("nan"))
+    return scores, logprobs

@@ -12,9 +12,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.errors import DeadlineExceeded, GatewayError, RequestCancelled
+from gateway.errors import DeadlineExceeded, GatewayError, InvalidRequest, RequestCancelled
 from gateway.runners.base import Row, RowSink
 from gateway.types import FinishReason, GenerationOutput, Token, TopToken
+
+# A row whose settings left it no distribution to sample from (``logits.guard_distribution``): a 4xx of its own.
+_NO_DISTRIBUTION = (
+    "the sampling settings left no valid distribution to choose from (temperature, penalties or logit_bias too "
+    "extreme for this prompt)"
+)
 
 
 class RowState:
@@ -112,6 +118,10 @@ class RowTracker:
             state.emitted_text += text
         else:
             text = self._incremental_text(state)
+        if logprob is not None and math.isnan(logprob):
+            # No distribution to choose from (``guard_distribution``): this row's settings, not the model, failed.
+            self.finish(state, InvalidRequest(_NO_DISTRIBUTION))
+            return
         if logprob is not None and not math.isfinite(logprob):
             logprob = None
         token = Token(token_id, text, logprob, special, self._top_tokens(top) if top else ())

@@ -37,7 +37,7 @@ from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
-from gateway.runners.logits import LogitBias, Penalties, top_alternatives
+from gateway.runners.logits import LogitBias, Penalties, guard_distribution, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
 
@@ -89,8 +89,8 @@ class _LogprobStash(LogitsProcessor):
         self.last: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.last = torch.log_softmax(scores.float(), dim=-1)
-        return scores
+        safe, self.last = guard_distribution(scores.float())
+        return safe.to(scores.dtype)  # type: ignore[return-value]
 
 
 # LogitsProcessorList.__call__ runs inspect.signature() on every processor at every step; a signature stored on the

@@ -32,6 +32,7 @@ import orjson
 from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
+    InvalidRequest,
     ModelError,
     OutOfMemory,
     RequestCancelled,
@@ -163,7 +164,8 @@ def output_from_json(data: dict[str, Any]) -> GenerationOutput:
 
 
 _ERRORS: dict[str, type[GatewayError]] = {
-    cls.error_type: cls for cls in (ModelError, OutOfMemory, WorkerStalled, DeadlineExceeded, RequestCancelled)
+    cls.error_type: cls
+    for cls in (ModelError, OutOfMemory, WorkerStalled, DeadlineExceeded, RequestCancelled, InvalidRequest)
 }
 
 
@@ -171,7 +173,6 @@ def error_to_json(error: GatewayError) -> dict[str, Any]:
     return {
         "type": error.error_type,
         "message": error.message,
-        "fatal": bool(getattr(error, "fatal", False)),
         "during_generation": bool(getattr(error, "during_generation", False)),
     }
 
@@ -179,8 +180,6 @@ def error_to_json(error: GatewayError) -> dict[str, Any]:
 def error_from_json(data: dict[str, Any]) -> GatewayError:
     cls = _ERRORS.get(str(data.get("type")), ModelError)
     message = str(data.get("message") or "") or None
-    if cls is OutOfMemory:
-        return OutOfMemory(message, fatal=bool(data.get("fatal")))
     if cls is DeadlineExceeded:
         return DeadlineExceeded(message, during_generation=bool(data.get("during_generation")))
     return cls(message)

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.errors import BadRequest, InvalidRequest
 from gateway.http.openai.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from gateway.http.schemas import MIN_TEMPERATURE
 from gateway.settings import Settings
 from gateway.stats import RequestStats
 from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
@@ -51,7 +52,7 @@ def _sampling(request: SamplingFields) -> SamplingParams:
     # OpenAI's defaults: temperature 1 and top_p 1, that is sampling; temperature 0 is greedy.
     temperature = 1.0 if request.temperature is None else float(request.temperature)
     top_p = 1.0 if request.top_p is None else float(request.top_p)
-    do_sample = temperature > 0.0
+    do_sample = temperature >= MIN_TEMPERATURE  # a smaller one is greedy, as 0 is
     bias = tuple(sorted((int(k), float(v)) for k, v in (request.logit_bias or {}).items()))
     return SamplingParams(
         do_sample=do_sample,
