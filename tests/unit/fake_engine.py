@@ -53,7 +53,9 @@ class FakeRunners:
         self.restarts: dict[str, Callable[[], None]] = {}
         self.failing: set[str] = set()
 
-    def __call__(self, config: RunnerConfig, faults: FaultInjector, on_crash_restart: Callable[[], None]) -> ModelRunner:
+    def __call__(
+        self, config: RunnerConfig, faults: FaultInjector, on_crash_restart: Callable[[], None]
+    ) -> ModelRunner:
         self.configs.append(config)
         if config.model_id in self.failing:
             raise OSError(f"cannot load {config.model_id}")

@@ -365,4 +365,3 @@ async def test_components_snapshots_and_pids(make_gateway: Callable[..., Awaitab
     assert set(snapshots) == {GENERATION_ID, TRANSLATION_ID} and snapshots[GENERATION_ID].queue_capacity == 4
     assert g.gateway.model_pids() == {GENERATION_ID: os.getpid(), TRANSLATION_ID: os.getpid()}  # thread mode
     assert g.gateway.torch_memory() == []
-

@@ -26,7 +26,9 @@ InnerApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 METERED = frozenset({"/generate", "/v1/completions"})
 
 
-def http_scope(path: str = "/generate", method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+def http_scope(
+    path: str = "/generate", method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None
+) -> Scope:
     return {"type": "http", "method": method, "path": path, "headers": headers or []}
 
 

@@ -114,9 +114,7 @@ async def test_other_scopes_pass_through() -> None:
 
 async def test_the_request_context_answers_the_limits_errors() -> None:
     sink = RecordingSink()
-    app = RequestContext(
-        limits(Reader()), sink=sink, metered=frozenset({"/generate"}), model_for_path=lambda path: "m"
-    )
+    app = RequestContext(limits(Reader()), sink=sink, metered=frozenset({"/generate"}), model_for_path=lambda path: "m")
     sent: list[Message] = []
 
     async def send(message: Message) -> None:

@@ -116,10 +116,19 @@ async def test_only_callers_with_a_valid_key_are_shed(started: Callable[..., Awa
     queue(fake).reserve(2)
     inner = Inner()
     app = shedding(fake, inner, api_key=KEY)
-    for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"x-api-key", b"wrong")], [(b"authorization", b"s3cret")]):
+    for headers in (
+        [],
+        [(b"authorization", b"Bearer wrong")],
+        [(b"x-api-key", b"wrong")],
+        [(b"authorization", b"s3cret")],
+    ):
         await app(request("/generate", headers=headers), receive, discard)  # the route answers these 401
     assert len(inner.paths) == 4
-    for headers in ([(b"authorization", b"Bearer s3cret")], [(b"authorization", b"bearer s3cret")], [(b"x-api-key", b"s3cret")]):
+    for headers in (
+        [(b"authorization", b"Bearer s3cret")],
+        [(b"authorization", b"bearer s3cret")],
+        [(b"x-api-key", b"s3cret")],
+    ):
         with pytest.raises(QueueFull):
             await app(request("/generate", headers=headers), receive, discard)
     assert len(inner.paths) == 4

@@ -55,7 +55,12 @@ class Stack:
         self.clock = ManualClock(start=100.0)
         self.runner = FakeRunner(self.clock)
         self.scheduler = ModelScheduler(
-            "fake", self.runner, max_queue=max_queue, max_batch_size=max_batch_size, max_batch_wait_s=0.0, clock=self.clock
+            "fake",
+            self.runner,
+            max_queue=max_queue,
+            max_batch_size=max_batch_size,
+            max_batch_wait_s=0.0,
+            clock=self.clock,
         )
         values: dict[str, Any] = {"failure_threshold": 2, "recovery_s": 30.0, "half_open_probes": 1}
         values.update(breaker)
@@ -75,7 +80,9 @@ class Stack:
     ) -> Coroutine[Any, Any, Generation]:
         return self.service.generate(list(prompts), [params] * len(prompts), timeout_s, self.encode)
 
-    async def submit(self, *prompts: str, params: GenerationParams = THREE, timeout_s: float = 60.0) -> asyncio.Task[Generation]:
+    async def submit(
+        self, *prompts: str, params: GenerationParams = THREE, timeout_s: float = 60.0
+    ) -> asyncio.Task[Generation]:
         """Start a request and let it reach the queue (or the decoder)."""
         task = asyncio.ensure_future(self.generate(*prompts, params=params, timeout_s=timeout_s))
         await settle()
