@@ -200,6 +200,20 @@ async def test_a_refused_stream_raises_before_yielding(make_gateway: Callable[..
     assert g.gateway.busy == 0
 
 
+async def test_a_stream_whose_second_row_finds_no_room_gives_back_the_first(
+    make_gateway: Callable[..., Awaitable[FakeGateway]],
+) -> None:
+    g = await make_gateway(max_queue=1, max_batch_size=1)
+    running = asyncio.ensure_future(g.gateway.generate(["a"], THREE, 60.0))  # holds the decoder's one place
+    await settle()
+    queue = g.engine.services[GENERATION_ID].scheduler.queue
+    with pytest.raises(QueueFull):
+        await anext(g.gateway.stream(["b", "c"], THREE, 60.0))
+    assert queue.depth == 0 and g.gateway.busy == 1  # the admitted row left the queue with the refusal
+    await served(g.runner(), running)
+    assert g.runner().sizes() == [1]
+
+
 # -- names, timeouts, chat --
 
 

@@ -231,6 +231,17 @@ async def test_queue_s_is_the_time_rows_waited_for_the_decoder(make_stack: Calla
     assert first.result().stats.queue_s == 0.0 and result.stats.batch_size == 1
 
 
+async def test_batch_size_is_the_most_rows_any_of_its_rows_ran_with(make_stack: Callable[..., Stack]) -> None:
+    s = make_stack(max_batch_size=3)
+    short = await s.submit("1", "2", params=GenerationParams(max_new_tokens=1))
+    long = await s.submit("10", "20", params=GenerationParams(max_new_tokens=5))
+    assert s.runner.sizes() == [2, 1]  # one row of the second request joined; the other waits for room
+    result = await finish(s, long)
+    assert s.runner.sizes() == [2, 1, 1] and short.done()
+    assert [o.batch_size for o in result.outputs] == [3, 2]  # with the short rows, then with its sibling only
+    assert result.stats.batch_size == 3
+
+
 # -- outcomes reported to the breaker --
 
 
