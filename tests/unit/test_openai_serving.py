@@ -12,11 +12,10 @@ from gateway.http.openai.serving import (
     answer_text,
     chat_logprobs,
     chat_messages,
-    chat_response,
     completion_logprobs,
-    completion_response,
     finish_reason,
     params_for,
+    response,
     usage,
     wants_logprobs,
 )
@@ -193,7 +192,7 @@ def test_logprobs_shapes() -> None:
 def test_whole_answers() -> None:
     outputs = [output("a END", FinishReason.STOP, [Token(1, "a", -0.1, False)]), output("b", FinishReason.LENGTH)]
     stats = RequestStats(model="m", prompt_tokens=4, generated_tokens=3)
-    answer = chat_response("rid", "m", outputs, stats, logprobs=False, stops=("END",))
+    answer = response(True, "rid", "m", outputs, stats, logprobs=False, copies=2, stops=("END",))
     assert answer["id"] == "chatcmpl-rid" and answer["object"] == "chat.completion" and answer["model"] == "m"
     assert [c["message"] for c in answer["choices"]] == [
         {"role": "assistant", "content": "a "},
@@ -201,6 +200,6 @@ def test_whole_answers() -> None:
     ]
     assert [c["finish_reason"] for c in answer["choices"]] == ["stop", "length"]
     assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
-    text = completion_response("rid", "m", outputs, stats, logprobs=True, n=1, stops=("END",))
+    text = response(False, "rid", "m", outputs, stats, logprobs=True, copies=1, stops=("END",))
     assert text["id"] == "cmpl-rid" and [c["text"] for c in text["choices"]] == ["a ", "b"]
     assert text["choices"][0]["logprobs"]["tokens"] == ["a"] and text["usage"]["prompt_tokens"] == 4

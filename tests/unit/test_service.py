@@ -274,13 +274,18 @@ async def test_a_success_resets_the_consecutive_failures(make_stack: Callable[..
     assert s.breaker.state is BreakerState.CLOSED
 
 
-async def test_a_fatal_out_of_memory_trips_the_breaker_at_once(make_stack: Callable[..., Stack]) -> None:
-    s = make_stack(failure_threshold=5)
+async def test_out_of_memory_at_minimum_load_counts_and_repeats_open_the_breaker(
+    make_stack: Callable[..., Stack],
+) -> None:
+    s = make_stack(failure_threshold=2)
     task = await s.submit("1")
-    s.runner.fail(OutOfMemory())  # at a single row: nothing smaller to retry, so the scheduler makes it fatal
-    error = await refused(task)
-    assert isinstance(error, OutOfMemory) and error.fatal
-    assert s.breaker.state is BreakerState.OPEN
+    s.runner.fail(OutOfMemory())  # a lone row with nothing else decoding: no retry, an ordinary failure
+    assert isinstance(await refused(task), OutOfMemory)
+    assert s.breaker.state is BreakerState.CLOSED  # the first one does not trip it
+    task = await s.submit("1")
+    s.runner.fail(OutOfMemory())
+    assert isinstance(await refused(task), OutOfMemory)
+    assert s.breaker.state is BreakerState.OPEN  # the second in a row reaches the threshold
     assert isinstance(await refused(s.generate("1")), BreakerOpen)
 
 
