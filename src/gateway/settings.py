@@ -85,6 +85,18 @@ class Settings(BaseSettings):
     )
     enable_faults: bool = False
 
+    # Output quality (gateway.quality): signals per response, a rolling score per model, the canary
+    quality_enabled: bool = Field(True, description="evaluate every finished response (flags and a score)")
+    quality_window: int = Field(100, ge=1, description="responses in each model's rolling quality score")
+    quality_threshold: float = Field(0.7, ge=0, le=1, description="rolling quality score below which to warn")
+    quality_langid_rate: float = Field(
+        0.2, ge=0, le=1, description="fraction of translations whose output language is identified (py3langid)"
+    )
+    canary_interval_s: float = Field(0.0, ge=0, description="seconds between canary rounds; 0: no canary")
+    canary_file: Path | None = Field(
+        None, description="canary prompts and expectations (YAML or .jsonl); unset: the built-in demo set"
+    )
+
     @field_validator("model", "translation_model", "revision", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -43,6 +43,36 @@ class BatchRecord:
 
 
 @dataclass(frozen=True)
+class QualityRecord:
+    """The quality of one finished response (``gateway.quality``): its flags, its score and the model's rolling
+    score after it. ``length_ratios``: one per translated segment."""
+
+    model: str
+    route: str
+    flags: tuple[str, ...]
+    score: float
+    rolling_score: float
+    source_lang: str | None = None
+    target_lang: str | None = None
+    length_ratios: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class CanaryRecord:
+    """One canary check: ``result`` is ``pass``, ``fail`` (answered, but not as expected) or ``error`` (no
+    answer); ``finished_at`` is wall-clock time (for the last-success gauge); ``chrf`` when a reference was
+    given. ``case`` names the case for logs only, never a label."""
+
+    model: str
+    case: str
+    result: str
+    duration_s: float
+    finished_at: float
+    chrf: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class GaugeSnapshot:
     """Values read at scrape time for one model."""
 
@@ -63,6 +93,10 @@ class StatsSink(Protocol):
 
     def worker_replaced(self, model: str) -> None: ...
 
+    def output_evaluated(self, record: QualityRecord) -> None: ...
+
+    def canary_finished(self, record: CanaryRecord) -> None: ...
+
 
 class NullSink:
     """A sink that drops everything (for unit tests of domain code)."""
@@ -77,4 +111,10 @@ class NullSink:
         pass
 
     def worker_replaced(self, model: str) -> None:
+        pass
+
+    def output_evaluated(self, record: QualityRecord) -> None:
+        pass
+
+    def canary_finished(self, record: CanaryRecord) -> None:
         pass

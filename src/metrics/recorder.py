@@ -10,7 +10,9 @@ Every label value is bounded here, so no caller can blow up the number of series
   the configured set, else ``other`` (a missing code is ``other`` too);
 * ``to_state``: ``closed``, ``half_open`` or ``open`` (``half-open`` is folded into ``half_open``), else
   ``other``;
-* ``outcome``: ``ok`` or ``error``.
+* ``outcome``: ``ok`` or ``error``;
+* ``flag``: one of ``KNOWN_FLAGS`` (the contract's), else ``other``;
+* ``result`` (canary): ``pass``, ``fail`` or ``error``, else ``other``.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from gateway.stats import BatchRecord, RequestRecord
+from gateway.stats import BatchRecord, CanaryRecord, QualityRecord, RequestRecord
 
 from .instruments import Instruments
 
-__all__ = ["KNOWN_ROUTES", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
+__all__ = ["KNOWN_FLAGS", "KNOWN_ROUTES", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
 
 OTHER: Final = "other"
 KNOWN_ROUTES: Final = frozenset({"/generate", "/generate_stream", "/", "/translate"})
 KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
 _BREAKER_STATES: Final = frozenset({"closed", "half_open", "open"})
+KNOWN_FLAGS: Final = frozenset(
+    {"empty", "repetition", "truncated", "copy_through", "script_mismatch", "language_mismatch"}
+)
+_CANARY_RESULTS: Final = frozenset({"pass", "fail", "error"})
 TRANSLATE_ROUTE: Final = "/translate"
 
 
@@ -134,3 +140,28 @@ class PrometheusRecorder:
 
     def worker_replaced(self, model: str) -> None:
         self._m.worker_restarts.labels(model=self.model_label(model)).inc()
+
+    def output_evaluated(self, record: QualityRecord) -> None:
+        model = self.model_label(record.model)
+        route = self.route_label(record.route)
+        child = self._child
+        child(self._m.output_evaluations, route=route, model=model).inc()
+        for flag in record.flags:
+            child(self._m.output_flags, model=model, route=route, flag=flag if flag in KNOWN_FLAGS else OTHER).inc()
+        child(self._m.output_quality_score, model=model).set(record.rolling_score)
+        if record.length_ratios:
+            source = self.language_label(record.source_lang)
+            target = self.language_label(record.target_lang)
+            histogram = child(self._m.translation_length_ratio, source_lang=source, target_lang=target)
+            for ratio in record.length_ratios:
+                histogram.observe(ratio)
+
+    def canary_finished(self, record: CanaryRecord) -> None:
+        model = self.model_label(record.model)
+        result = record.result if record.result in _CANARY_RESULTS else OTHER
+        self._m.canary_checks.labels(model=model, result=result).inc()
+        self._m.canary_duration.labels(model=model).observe(record.duration_s)
+        if result == "pass":
+            self._m.canary_last_success.labels(model=model).set(record.finished_at)
+        if record.chrf is not None:
+            self._m.canary_chrf.labels(model=model).set(record.chrf)
