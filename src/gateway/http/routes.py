@@ -297,7 +297,9 @@ async def set_fault(request: Request, body: FaultRequest) -> dict[str, Any]:
     if (body.count is None) == (body.ratio is None):
         raise InvalidRequest("give exactly one of count and ratio")
     injector = engine_of(request).faults
-    injector.set(FaultPlan(kind=body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds))
+    injector.set(
+        FaultPlan(kind=body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds, output=body.output)
+    )
     return {"fault": injector.describe()}
 
 

@@ -91,7 +91,9 @@ class CanaryRunner:
         started = self.clock()
         model = self.default_model(case)
         try:
-            answer = await asyncio.wait_for(self.send(case), self.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the answer.
+            async with asyncio.timeout(self.timeout_s):
+                answer = await self.send(case)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure to answer is the canary's "error" result
