@@ -51,9 +51,17 @@ CATALOGUE = {
     "gateway_torch_memory_allocated_bytes": "gauge",
     "gateway_torch_memory_reserved_bytes": "gauge",
     "gateway_model_info": "gauge",
+    # "More metrics" of the contract: output quality and the canary
+    "gateway_output_flags_total": "counter",
+    "gateway_output_quality_score": "gauge",
+    "gateway_translation_length_ratio": "histogram",
+    "gateway_canary_checks_total": "counter",
+    "gateway_canary_duration_seconds": "histogram",
+    "gateway_canary_last_success_timestamp_seconds": "gauge",
 }
-# Beyond the catalogue: Prometheus's own scrape health, and the configured queue size the gateway exports.
-EXTRA = {"up", "gateway_queue_capacity"}
+# Beyond the catalogue: Prometheus's own scrape health, the configured queue size the gateway exports, and the
+# number of evaluated answers (the denominator of the quality flag shares).
+EXTRA = {"up", "gateway_queue_capacity", "gateway_output_evaluations_total"}
 
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
@@ -175,7 +183,7 @@ def test_overview_covers_the_operators_questions() -> None:
     exprs = " ".join(
         t["expr"]
         for p in _panels(_load(ROOT / "deploy/grafana/dashboards/gateway-overview.json"))
-        for t in p["targets"]
+        for t in p.get("targets", [])
     )
     for name in (
         "gateway_requests_total",
@@ -189,8 +197,16 @@ def test_overview_covers_the_operators_questions() -> None:
         "gateway_gpu_memory_total_bytes",
         "gateway_gpu_utilization_ratio",
         "gateway_translation_requests_total",
+        "gateway_output_quality_score",
+        "gateway_output_flags_total",
+        "gateway_translation_length_ratio_bucket",
+        "gateway_canary_checks_total",
+        "gateway_canary_duration_seconds_bucket",
+        "gateway_canary_last_success_timestamp_seconds",
     ):
         assert name in exprs, name
+    for flag in ("truncated", "empty", "repetition", "copy_through", "script_mismatch", "language_mismatch"):
+        assert flag in exprs, flag
     assert "source_lang, target_lang" in exprs
 
 
