@@ -30,6 +30,11 @@ class RequestRecord:
     error: str | None = None
     streamed: bool = False
     payload: dict[str, object] = field(default_factory=dict)
+    # Output quality of the answer (gateway.quality), for the access log line; None when not evaluated.
+    quality_flags: tuple[str, ...] | None = None
+    quality_score: float | None = None
+    # A canary request: counted in the canary's own series, kept out of the request metrics.
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)

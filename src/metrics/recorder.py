@@ -88,6 +88,8 @@ class PrometheusRecorder:
     # --- StatsSink ---------------------------------------------------------------------------------
 
     def request_finished(self, record: RequestRecord) -> None:
+        if record.synthetic:
+            return  # canary requests have series of their own (canary_finished)
         m = self._m
         model = self.model_label(record.model)
         route = self.route_label(record.route)

@@ -123,3 +123,14 @@ def test_canary_finished(registry: CollectorRegistry, recorder: PrometheusRecord
     assert value(registry, "gateway_canary_last_success_timestamp_seconds", model=MODEL) == 1000.0
     assert value(registry, "gateway_canary_duration_seconds_count", model=MODEL) == 3
     assert value(registry, "gateway_canary_chrf_score", model=MODEL) == 55.5
+
+
+def test_canary_requests_stay_out_of_the_request_series(
+    registry: CollectorRegistry, recorder: PrometheusRecorder
+) -> None:
+    from gateway.stats import RequestRecord
+
+    recorder.request_finished(RequestRecord(request_id="a", route="/generate", model=MODEL, synthetic=True))
+    assert value(registry, "gateway_requests_total", route="/generate", status="success", model=MODEL) is None
+    recorder.request_finished(RequestRecord(request_id="b", route="/generate", model=MODEL))
+    assert value(registry, "gateway_requests_total", route="/generate", status="success", model=MODEL) == 1

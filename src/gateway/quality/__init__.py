@@ -4,6 +4,7 @@ synthetic canary. Domain code: no HTTP, no Prometheus; results travel as ``gatew
 from gateway.quality.detectors import RepetitionConfig
 from gateway.quality.evaluator import OutputSample, QualityConfig, QualityEvaluator, Segment
 from gateway.quality.langid import LanguageIdentifier
+from gateway.quality.monitor import QualityMonitor, configured_canaries
 from gateway.quality.score import PENALTY, Flag, QualityReport, RollingScore, RollingScores, combine, score_of
 
 __all__ = [
@@ -13,11 +14,13 @@ __all__ = [
     "OutputSample",
     "QualityConfig",
     "QualityEvaluator",
+    "QualityMonitor",
     "QualityReport",
     "RepetitionConfig",
     "RollingScore",
     "RollingScores",
     "Segment",
     "combine",
+    "configured_canaries",
     "score_of",
 ]
