@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps lint typecheck pytest bench clean
+.PHONY: run test install system-deps lint typecheck pytest test-unit test-integration test-e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The unit tier runs in a process of its own, where torch and transformers cannot be imported (tests/README.md).
 pytest: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -p tests.unit.no_torch tests/unit
+	$(BIN)/python -m pytest -q tests --ignore=tests/unit
+
+test-unit: install
+	$(BIN)/python -m pytest -q -p tests.unit.no_torch tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: install system-deps
+	$(BIN)/python -m pytest -q tests/e2e
 
 test: lint typecheck pytest
 

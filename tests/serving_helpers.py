@@ -68,7 +68,7 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, wha
 
 
 def scheduler_of(app: Any, model: str = GEN) -> Any:
-    return app.state.engine.services[model].scheduler
+    return app.gateway.engine.services[model].scheduler
 
 
 async def set_fault(client: httpx.AsyncClient, **plan: Any) -> None:
@@ -82,7 +82,7 @@ async def clear_fault(client: httpx.AsyncClient) -> None:
 
 async def hold_worker(client: httpx.AsyncClient, app: Any, **params: Any) -> asyncio.Task[httpx.Response]:
     """Stall the generation worker inside a one-row batch until ``clear_fault``; return that blocking request."""
-    engine = app.state.engine
+    engine = app.gateway.engine
     taken = engine.faults.injected
     await set_fault(client, kind="stall", count=1, seconds=60)
     blocker = asyncio.ensure_future(gen(client, "block", **params))
@@ -97,7 +97,7 @@ async def wait_queued(app: Any, rows: int, model: str = GEN) -> None:
 
 async def settle(app: Any) -> None:
     """Wait until no row is queued or running: a batch's stats are recorded just after its rows are answered."""
-    schedulers = [s.scheduler for s in app.state.engine.services.values()]
+    schedulers = [s.scheduler for s in app.gateway.engine.services.values()]
     await wait_until(lambda: not any(s.running_rows or s.queue.depth for s in schedulers), what="idle workers")
 
 

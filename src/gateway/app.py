@@ -1,5 +1,9 @@
-"""``create_app(settings)``: the FastAPI app, its middleware, and a lifespan that builds and tears down the
-engine (models, schedulers, breakers) and the metrics. Nothing happens at import time."""
+"""``create_app(settings)``: the app, its middleware, and a lifespan that starts and stops the gateway (models,
+schedulers, breakers). Nothing happens at import time.
+
+Middleware, outermost first: CORS (only when configured), the request context (request id, access log, last
+net for errors), size limits, load shedding; then the routers of each protocol adapter over one ``Gateway``.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,17 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway import __version__
+from gateway.canary import build_canary, run_when_loaded
 from gateway.engine import Engine, RunnerFactory, model_ids
-from gateway.errors import GatewayError
-from gateway.http.auth import key_matches
+from gateway.gateway import Gateway
+from gateway.http.auth import key_check
+from gateway.http.context import RequestContext
 from gateway.http.errors import install_error_handlers
-from gateway.http.middleware import RequestContextMiddleware
-from gateway.http.routes import install_routes
+from gateway.http.limits import SizeLimits
+from gateway.http.ops import faults_router, ops_router
+from gateway.http.routing import ROUTES
+from gateway.http.shedding import LoadShedding
+from gateway.http.tgi import tgi_router
 from gateway.languages import LANGUAGE_NAMES
 from gateway.settings import Settings
 from metrics import (
@@ -34,8 +43,11 @@ from metrics import (
 
 log = logging.getLogger("gateway.app")
 
-INFERENCE_ROUTES = ("/generate", "/generate_stream", "/")
-METERED_ROUTES = frozenset((*INFERENCE_ROUTES, "/translate"))
+
+class GatewayApp(FastAPI):
+    """The FastAPI app, with the ``Gateway`` it serves (the CLI drains it on SIGTERM)."""
+
+    gateway: Gateway
 
 
 def create_app(
@@ -44,36 +56,36 @@ def create_app(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.monotonic,
     runner_factory: RunnerFactory | None = None,
-) -> FastAPI:
+) -> GatewayApp:
     registry = registry if registry is not None else CollectorRegistry()
-    instruments = Instruments(registry)
+    models = model_ids(settings)
     recorder = PrometheusRecorder(
-        instruments,
-        languages=LANGUAGE_NAMES.keys(),
-        models=set(model_ids(settings)),
+        Instruments(registry), models=set(models), languages=LANGUAGE_NAMES.keys(), routes=ROUTES.metered
     )
-    engine = Engine(settings, recorder, runner_factory=runner_factory, clock=clock)
-    registry.register(GatewayStateCollector(engine.snapshots, engine.model_infos))
-    registry.register(GPUCollector())
-    registry.register(TorchMemoryCollector(reports=engine.torch_memory if settings.model_process else None))
-    register_default_collectors(registry)
+    gateway = Gateway(Engine(settings, recorder, runner_factory=runner_factory, clock=clock))
+    _register_collectors(registry, gateway, settings)
+    canary = build_canary(gateway, recorder)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("gateway starting", extra={"version": __version__, "demo_models": engine.is_demo})
-        loading = asyncio.create_task(engine.start(), name="load-models")
-        app.state.loading = loading
+        log.info("gateway starting", extra={"version": __version__, "demo_models": settings.uses_demo_models})
+        loading = asyncio.create_task(gateway.start(), name="load-models")
+        watching = None if canary is None else asyncio.create_task(run_when_loaded(loading, canary), name="canary")
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             if not loading.done():
                 loading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loading
-            await engine.close()
+            await gateway.close()
             log.info("gateway stopped")
 
-    app = FastAPI(
+    app = GatewayApp(
         title="LLM inference gateway",
         version=__version__,
         lifespan=lifespan,
@@ -82,48 +94,46 @@ def create_app(
         # the global providers on every request even when none is configured; it runs only when asked for.
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.engine = engine
-    app.state.registry = registry
+    app.gateway = gateway
     install_error_handlers(app)
-    install_routes(app, enable_faults=settings.enable_faults)
+    check_key = key_check(settings.api_key)
+    app.include_router(ops_router(gateway))
+    app.include_router(tgi_router(gateway, check_key))
+    if settings.enable_faults:
+        app.include_router(faults_router(gateway, check_key))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    def model_for_route(path: str) -> str:
-        if path == "/translate":
-            return engine.translation_model_id
-        if path in INFERENCE_ROUTES:
-            return engine.generation_model_id
-        return ""
+    _install_middleware(app, gateway, recorder, settings)
+    return app
 
-    def shed(method: str, path: str, headers: dict[bytes, bytes]) -> GatewayError | None:
-        """429 for an inference request while its model's queue is full, decided from the path alone: under
-        overload a rejection then costs no routing, body parsing or validation. Only for callers with a valid
-        key (the others get their 401 from the route), and only where the route would refuse the request with
-        the same 429 whatever its body (``ModelService.refusal``)."""
-        model = model_for_route(path)
-        if method != "POST" or not model:
-            return None
-        refusal = engine.refusal(model)
-        if refusal is None:
-            return None
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        if not key_matches(settings.api_key, authorization, headers.get(b"x-api-key", b"").decode("latin-1")):
-            return None
-        return refusal
 
+def _install_middleware(app: FastAPI, gateway: Gateway, sink: PrometheusRecorder, settings: Settings) -> None:
+    """Outermost first: CORS (when configured), request context, size limits, load shedding."""
+
+    def model_for_path(path: str) -> str:
+        role = ROUTES.role(path)
+        return "" if role is None else gateway.model_id(role)
+
+    # add_middleware wraps what is there: the last one added is the outermost.
+    app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES, api_key=settings.api_key)
+    app.add_middleware(SizeLimits, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(
-        RequestContextMiddleware,
-        sink=engine.sink,
-        max_body_bytes=settings.max_body_bytes,
-        max_header_bytes=settings.max_header_bytes,
+        RequestContext,
+        sink=sink,
+        metered=ROUTES.metered,
+        model_for_path=model_for_path,
         log_payloads=settings.log_payloads,
-        model_for_route=model_for_route,
-        metered_routes=METERED_ROUTES,
-        shed=shed,
     )
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    return app
+
+
+def _register_collectors(registry: CollectorRegistry, gateway: Gateway, settings: Settings) -> None:
+    """Values read at scrape time: queue, breaker and workers per model, GPU (NVML), torch memory, process."""
+    registry.register(GatewayStateCollector(gateway.snapshots, gateway.model_infos))
+    registry.register(GPUCollector())
+    registry.register(TorchMemoryCollector(reports=gateway.torch_memory if settings.model_process else None))
+    register_default_collectors(registry)

@@ -22,8 +22,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway import __version__
-from gateway.engine import Engine, LoadState
-from gateway.errors import Draining
+from gateway.gateway import Gateway
 from gateway.heap import freeze_startup_heap
 from gateway.logs import configure_logging, uvicorn_log_config
 from gateway.settings import Settings
@@ -57,9 +56,9 @@ def parse_settings(argv: Sequence[str]) -> Settings:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server whose signal handler only sets a flag; a task then drains and stops the server."""
 
-    def __init__(self, config: uvicorn.Config, engine: Engine, drain_timeout_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain_timeout_s: float) -> None:
         super().__init__(config)
-        self.engine = engine
+        self.gateway = gateway
         self.drain_timeout_s = drain_timeout_s
         self._drain_requested = False
         self._watcher: asyncio.Task[None] | None = None
@@ -74,7 +73,7 @@ class DrainingServer(uvicorn.Server):
         self._drain_requested = True
 
     async def on_tick(self, counter: int) -> bool:
-        if not self._heap_frozen and self.engine.state is LoadState.LOADED:
+        if not self._heap_frozen and self.gateway.loaded:
             # What loading made lives as long as the process: out of the collector's way (no collection now,
             # requests may be arriving; the garbage of importing was collected before serving).
             freeze_startup_heap(collect=False)
@@ -84,14 +83,14 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def _drain(self) -> None:
-        self.engine.begin_drain()
-        finished = await self.engine.drain(self.drain_timeout_s)
+        self.gateway.begin_drain()
+        finished = await self.gateway.drain(self.drain_timeout_s)
         if finished:
             log.info("drain finished", extra={"left": 0})
         else:
             # Out of time: what is left is answered with 503 (and its rows stopped) rather than cut off.
-            left = sum(s.scheduler.abandon(Draining(retry_after=5.0)) for s in self.engine.services.values())
-            log.warning("drain timed out", extra={"left": self.engine.busy, "rows_abandoned": left})
+            left = self.gateway.abandon()
+            log.warning("drain timed out", extra={"left": self.gateway.busy, "rows_abandoned": left})
         self.should_exit = True
 
 
@@ -100,7 +99,6 @@ def serve(settings: Settings) -> int:
 
     configure_logging(settings.log_level)
     app = create_app(settings)
-    engine: Engine = app.state.engine
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -111,7 +109,7 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(int(settings.drain_timeout_s), 1),
         server_header=False,
     )
-    server = DrainingServer(config, engine, settings.drain_timeout_s)
+    server = DrainingServer(config, app.gateway, settings.drain_timeout_s)
     gc.collect()  # the garbage of importing, before any request can wait on a collection
     log.info("serving", extra={"host": settings.host, "port": settings.port, "version": __version__})
     server.run()

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.breaker import BreakerState, CircuitBreaker
 from gateway.errors import Draining, GatewayError
-from gateway.runners.base import ModelRunner
+from gateway.runners.base import ModelRunner, RunnerConfig
 from gateway.runners.faults import FaultInjector
 from gateway.scheduler import ModelScheduler
 from gateway.service import Lifecycle, Limits, ModelService
 from gateway.settings import SAME_AS_GENERATION, Settings
-from gateway.stats import BatchRecord, GaugeSnapshot, StatsSink
+from gateway.stats import GaugeSnapshot, StatsSink
 from gateway.translation import Translator, default_template_languages
 from gateway.types import ModelInfo
 
@@ -32,8 +31,8 @@ log = logging.getLogger("gateway.engine")
 
 DEMO_NOTICE = "demo models with random weights: their output is not meaningful"
 
-# (model id, path or None, is_demo) -> runner
-RunnerFactory = Callable[[str, str | None, bool, FaultInjector], ModelRunner]
+# (what to load, the fault switch, told when a model process that died on its own was replaced) -> runner
+RunnerFactory = Callable[[RunnerConfig, FaultInjector, Callable[[], None]], ModelRunner]
 
 
 class LoadState(enum.StrEnum):
@@ -82,37 +81,18 @@ def model_ids(settings: Settings) -> tuple[str, str]:
 
 
 def transformers_factory(settings: Settings) -> RunnerFactory:
-    def build(model_id: str, path: str | None, is_demo: bool, faults: FaultInjector) -> ModelRunner:
-        common: dict[str, Any] = {
-            "path": path,
-            "revision": settings.revision,
-            "device": settings.device,
-            "dtype": settings.dtype,
-            "trust_remote_code": settings.trust_remote_code,
-            "is_demo": is_demo,
-            "faults": faults,
-        }
+    """Runners of ``transformers`` models: in a model process of their own, or on a thread of this one."""
+
+    def build(config: RunnerConfig, faults: FaultInjector, on_crash_restart: Callable[[], None]) -> ModelRunner:
         if settings.model_process:
             from gateway.runners.process_runner import ProcessRunner
 
-            return ProcessRunner(model_id, log_level=settings.log_level, **common)
+            return ProcessRunner(config, faults, on_crash_restart=on_crash_restart)
         from gateway.runners.transformers_runner import TransformersRunner
 
-        return TransformersRunner(model_id, **common)
+        return TransformersRunner(config, faults)
 
     return build
-
-
-class _Observer:
-    def __init__(self, model: str, sink: StatsSink) -> None:
-        self.model = model
-        self.sink = sink
-
-    def batch_finished(self, size: int, inference_s: float, ok: bool) -> None:
-        self.sink.batch_finished(BatchRecord(model=self.model, size=size, inference_s=inference_s, ok=ok))
-
-    def worker_replaced(self) -> None:
-        self.sink.worker_replaced(self.model)
 
 
 class Engine:
@@ -137,6 +117,7 @@ class Engine:
         self.translator: Translator | None = None
         self.is_demo = settings.uses_demo_models
         self.generation_model_id, self.translation_model_id = model_ids(settings)
+        self.model_ids = (self.generation_model_id, self.translation_model_id)
 
     # -- lifecycle --
 
@@ -183,7 +164,17 @@ class Engine:
             model_id, path = model
             log.info("loading model", extra={"model": model_id, "demo": plan.is_demo})
             started = time.perf_counter()
-            runner = self.runner_factory(model_id, path, plan.is_demo, self.faults)
+            config = RunnerConfig(
+                model_id=model_id,
+                path=path,
+                revision=self.settings.revision,
+                device=self.settings.device,
+                dtype=self.settings.dtype,
+                trust_remote_code=self.settings.trust_remote_code,
+                is_demo=plan.is_demo,
+                log_level=self.settings.log_level,
+            )
+            runner = self.runner_factory(config, self.faults, lambda: self.sink.worker_replaced(model_id))
             log.info(
                 "model load finished", extra={"model": model_id, "load_s": round(time.perf_counter() - started, 3)}
             )
@@ -224,8 +215,6 @@ class Engine:
             clock=self.clock,
             on_transition=on_transition,
         )
-        if hasattr(runner, "on_crash_restart"):  # a model process: replaced when it dies on its own
-            setattr(runner, "on_crash_restart", lambda: self.sink.worker_replaced(name))  # noqa: B010
         scheduler = ModelScheduler(
             name,
             runner,
@@ -233,7 +222,7 @@ class Engine:
             max_batch_size=s.max_batch_size,
             max_batch_wait_s=s.max_batch_wait_ms / 1000.0,
             watchdog_s=s.watchdog_s,
-            observer=_Observer(name, self.sink),
+            sink=self.sink,
             clock=self.clock,
         )
         return ModelService(name, runner, scheduler, breaker, Limits(s.max_input_tokens), self.lifecycle, self.clock)

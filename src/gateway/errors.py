@@ -5,9 +5,11 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     GatewayError                      500 server_error
     ├── RequestError                  4xx client_error   bad input; never counted by the breaker
     │   ├── InvalidRequest            422 validation
+    │   ├── BadRequest                400 bad_request
     │   ├── PayloadTooLarge           413 payload_too_large
     │   ├── HeadersTooLarge           431 headers_too_large
-    │   └── Unauthorized              401 unauthorized
+    │   ├── Unauthorized              401 unauthorized
+    │   └── ModelNotFound             404 model_not_found   (OpenAI routes with strict model names)
     ├── Rejected                      admission refused without touching the model
     │   ├── QueueFull                 429 queue_full        (Retry-After)
     │   ├── NotReady                  503 not_ready         (Retry-After)
@@ -34,10 +36,13 @@ class GatewayError(Exception):
     counts_for_breaker: ClassVar[bool] = False
     public_message: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message or self.public_message)
         self.message = message or self.public_message
         self.retry_after = retry_after
+        self.param = param  # the request field at fault, when there is one (OpenAI's error ``param``)
 
 
 class RequestError(GatewayError):
@@ -49,6 +54,13 @@ class RequestError(GatewayError):
 
 class InvalidRequest(RequestError):
     pass
+
+
+class BadRequest(RequestError):
+    """A well-formed request the model cannot serve as asked (no chat template, say)."""
+
+    status_code = 400
+    error_type = "bad_request"
 
 
 class PayloadTooLarge(RequestError):
@@ -67,6 +79,12 @@ class Unauthorized(RequestError):
     status_code = 401
     error_type = "unauthorized"
     public_message = "missing or invalid API key"
+
+
+class ModelNotFound(RequestError):
+    status_code = 404
+    error_type = "model_not_found"
+    public_message = "the model does not exist"
 
 
 class Rejected(GatewayError):
@@ -143,6 +161,7 @@ def counts_as_failure(error: BaseException) -> bool:
 
 
 __all__ = [
+    "BadRequest",
     "BreakerOpen",
     "DeadlineExceeded",
     "Draining",
@@ -150,6 +169,7 @@ __all__ = [
     "HeadersTooLarge",
     "InvalidRequest",
     "ModelError",
+    "ModelNotFound",
     "NotReady",
     "OutOfMemory",
     "PayloadTooLarge",

@@ -1,10 +1,10 @@
 """The startup heap and Python's cyclic garbage collector.
 
 Importing transformers, tokenizers, FastAPI and pydantic (and torch, in a model process) leaves a few hundred
-thousand objects that live as long as the process. A full collection walks all of them: measured here, 100 to
-270 ms with about 380,000 objects, during which the event loop (or the decode loop) stands still, and every
-request in flight waits. ``gc.freeze`` moves the objects alive now out of the collector's sight, so later full
-collections walk only what was made since (vLLM's API server does the same after start-up).
+thousand objects that live as long as the process. A full collection walks all of them while the event loop (or
+the decode loop) stands still, and every request in flight waits. ``gc.freeze`` moves the objects alive now out of
+the collector's sight, so later full collections walk only what was made since (vLLM's API server does the same
+after start-up).
 """
 
 from __future__ import annotations

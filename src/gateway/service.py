@@ -1,4 +1,4 @@
-"""The one seam between HTTP and the engine: admission -> breaker -> queue -> scheduler, and back.
+"""One model's serving path: admission -> breaker -> queue -> scheduler, and back, with what it measured.
 
 For each request: refuse while draining or not ready (503), ask the breaker (503 while open), reserve queue
 slots (429 when full) *before* tokenizing, check the prompt's token count (413), queue the rows, and wait for
@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.runners.base import ModelRunner
 from gateway.scheduler import ModelScheduler, WorkItem
-from gateway.stats import GaugeSnapshot, RequestRecord
+from gateway.stats import GaugeSnapshot, RequestStats
 from gateway.types import GenerationOutput, GenerationParams, Token
 
 # The runner checks deadlines at every step and answers first; this grace only covers a stuck worker.
@@ -38,6 +38,28 @@ class Limits:
     max_input_tokens: int
 
 
+@dataclass
+class Generation:
+    """The outputs of one request's rows (one per prompt or segment) and what serving them measured."""
+
+    outputs: list[GenerationOutput]
+    stats: RequestStats
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One step of a stream: a token as it is chosen, or (last) the whole output with the request's stats."""
+
+    token: Token | None = None
+    output: GenerationOutput | None = None
+    stats: RequestStats | None = None
+    index: int = 0  # the row of the request (a request of several rows streams them together)
+
+    @property
+    def final(self) -> bool:
+        return self.output is not None
+
+
 class Lifecycle:
     """Process-wide state the services consult: draining after SIGTERM."""
 
@@ -46,6 +68,12 @@ class Lifecycle:
 
 
 class ModelService:
+    """Serves one model: admits requests, consults its breaker, queues rows for its scheduler, waits for them.
+
+    Deadlines are on the injected ``clock``, like the breaker's and the queue's timing; each row carries the same
+    instant on ``time.monotonic``, the clock the runner (maybe in another process) checks it against.
+    """
+
     def __init__(
         self,
         name: str,
@@ -70,7 +98,7 @@ class ModelService:
 
     @property
     def ready(self) -> bool:
-        return self.started and self.scheduler.workers_alive > 0 and self.breaker.state.name != "OPEN"
+        return self.started and self.scheduler.workers_alive > 0 and self.breaker.state is not BreakerState.OPEN
 
     def refusal(self) -> GatewayError | None:
         """The 429 a new request would get from ``_admit`` whatever its body, or None.
@@ -97,39 +125,33 @@ class ModelService:
     # -- requests --
 
     async def generate(
-        self, prompt: str, params: GenerationParams, timeout_s: float, record: RequestRecord
-    ) -> GenerationOutput:
-        return (await self.generate_many([prompt], [params], timeout_s, record))[0]
-
-    async def generate_many(
         self,
         prompts: Sequence[str],
         params: Sequence[GenerationParams],
         timeout_s: float,
-        record: RequestRecord,
         encode: Callable[[str], list[int]] | None = None,
-    ) -> list[GenerationOutput]:
+    ) -> Generation:
+        """Run one request's rows (one per prompt) in the running batch; their outputs in prompt order."""
         self.in_flight += 1
         try:
-            items, permit, deadline = self._admit(prompts, params, timeout_s, record, encode, stream=False)
+            items, permit, deadline = self._admit(prompts, params, timeout_s, encode, stream=False)
             try:
                 outputs = await self._wait_all(items, deadline)
             except BaseException as exc:
                 self._settle(permit, items, exc)
                 raise
             permit.success()
-            self._fill(record, items, outputs)
-            return outputs
+            return Generation(outputs, self._stats(items, outputs))
         finally:
             self.in_flight -= 1
 
     async def stream(
-        self, prompt: str, params: GenerationParams, timeout_s: float, record: RequestRecord
-    ) -> AsyncGenerator[Token | GenerationOutput, None]:
-        """Yield tokens as they are chosen, then the final ``GenerationOutput``."""
+        self, prompt: str, params: GenerationParams, timeout_s: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Yield each token as it is chosen, then a final event with the output and the request's stats."""
         self.in_flight += 1
         try:
-            items, permit, deadline = self._admit([prompt], [params], timeout_s, record, None, stream=True)
+            items, permit, deadline = self._admit([prompt], [params], timeout_s, None, stream=True)
             item = items[0]
             assert item.events is not None
             try:
@@ -144,11 +166,10 @@ class ModelService:
                         raise error from None
                     if WorkItem.is_done_marker(event):
                         output = item.future.result()
-                        self._fill(record, items, [output])
-                        yield output
+                        yield StreamEvent(output=output, stats=self._stats(items, [output]))
                         break
                     assert isinstance(event, Token)
-                    yield event
+                    yield StreamEvent(token=event)
             except BaseException as exc:
                 self._settle(permit, items, exc)
                 raise
@@ -163,14 +184,13 @@ class ModelService:
         prompts: Sequence[str],
         params: Sequence[GenerationParams],
         timeout_s: float,
-        record: RequestRecord,
         encode: Callable[[str], list[int]] | None,
         *,
         stream: bool,
     ) -> tuple[list[WorkItem], Permit, float]:
         if self.lifecycle.draining:
             raise Draining(retry_after=5.0)
-        if not self.ready and self.breaker.state.name != "OPEN":
+        if not self.ready and self.breaker.state is not BreakerState.OPEN:
             raise NotReady(retry_after=5.0)
         permit = self.breaker.acquire()
         queue = self.scheduler.queue
@@ -180,28 +200,35 @@ class ModelService:
             permit.release()
             raise
         try:
-            encode = encode or self.runner.encode
-            loop = asyncio.get_running_loop()
-            deadline = self._clock() + timeout_s
-            items: list[WorkItem] = []
-            for prompt, p in zip(prompts, params, strict=True):
-                ids = encode(prompt)
-                if p.truncate is not None and len(ids) > p.truncate:
-                    ids = ids[-p.truncate :]
-                record.prompt_tokens += len(ids)
-                if len(ids) > self.limits.max_input_tokens:
-                    raise PayloadTooLarge(
-                        f"the prompt has {len(ids)} tokens; the limit is {self.limits.max_input_tokens}"
-                    )
-                if not ids:
-                    ids = [self.runner.token_id("<s>") or 0]
-                items.append(WorkItem(loop, ids, p, deadline, stream=stream, clock=self._clock))
+            items = self._items(prompts, params, self._clock() + timeout_s, encode or self.runner.encode, stream)
         except BaseException:
             queue.release(len(prompts))
             permit.release()
             raise
         queue.put(items)
-        return items, permit, deadline
+        return items, permit, items[0].deadline
+
+    def _items(
+        self,
+        prompts: Sequence[str],
+        params: Sequence[GenerationParams],
+        deadline: float,
+        encode: Callable[[str], list[int]],
+        stream: bool,
+    ) -> list[WorkItem]:
+        """Tokenize each prompt (its slot is already reserved) and check its length."""
+        loop = asyncio.get_running_loop()
+        items: list[WorkItem] = []
+        for prompt, p in zip(prompts, params, strict=True):
+            ids = encode(prompt)
+            if p.truncate is not None and len(ids) > p.truncate:
+                ids = ids[-p.truncate :]
+            if len(ids) > self.limits.max_input_tokens:
+                raise PayloadTooLarge(f"the prompt has {len(ids)} tokens; the limit is {self.limits.max_input_tokens}")
+            if not ids:
+                ids = [self.runner.token_id("<s>") or 0]
+            items.append(WorkItem(loop, ids, p, deadline, stream=stream, clock=self._clock))
+        return items
 
     async def _wait_all(self, items: list[WorkItem], deadline: float) -> list[GenerationOutput]:
         remaining = max(deadline - self._clock() + _DEADLINE_GRACE_S, 0.0)
@@ -222,17 +249,20 @@ class ModelService:
         else:
             permit.release()
 
-    def _fill(self, record: RequestRecord, items: list[WorkItem], outputs: list[GenerationOutput]) -> None:
-        record.model = self.name
-        record.generated_tokens = sum(o.generated_tokens for o in outputs)
-        record.batch_size = max(o.batch_size for o in outputs)
+    def _stats(self, items: list[WorkItem], outputs: list[GenerationOutput]) -> RequestStats:
         queue_s = max((i.started_at - i.enqueued_at for i in items if i.started_at is not None), default=0.0)
-        record.queue_s = queue_s
-        record.inference_s = max(o.inference_s for o in outputs)
-        first = outputs[0].first_token_s
-        record.first_token_s = None if first is None else queue_s + first
-        reasons = {o.finish_reason.value for o in outputs}
-        record.finish_reason = "length" if "length" in reasons else sorted(reasons)[0]
         for item, output in zip(items, outputs, strict=True):
             if item.started_at is not None:
                 output.queue_s = item.started_at - item.enqueued_at
+        first = outputs[0].first_token_s
+        reasons = {o.finish_reason.value for o in outputs}
+        return RequestStats(
+            model=self.name,
+            prompt_tokens=sum(len(i.row.input_ids) for i in items),
+            generated_tokens=sum(o.generated_tokens for o in outputs),
+            queue_s=queue_s,
+            inference_s=max(o.inference_s for o in outputs),
+            first_token_s=None if first is None else queue_s + first,
+            batch_size=max(o.batch_size for o in outputs),
+            finish_reason="length" if "length" in reasons else sorted(reasons)[0],
+        )

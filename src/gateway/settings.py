@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         None, description="canary prompts and expectations (YAML or .jsonl); unset: the built-in demo set"
     )
 
+    # The OpenAI API
+    strict_model_names: bool = Field(
+        False, description="an unknown `model` on /v1 is a 404 (false: it goes to the default generation model)"
+    )
+    sse_keepalive_s: float = Field(
+        15.0, gt=0, description="a comment line on an OpenAI stream that has sent nothing for this long"
+    )
+
     @field_validator("model", "translation_model", "revision", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -1,5 +1,14 @@
-"""Stats that travel one way, as plain dataclasses, from the gateway to whatever records them (the Prometheus
-recorder in ``metrics.recorder``). Domain code only knows the ``StatsSink`` protocol."""
+"""Stats that travel one way, as plain dataclasses.
+
+- ``RequestStats``: what the serving path measured for one request, returned with its outputs by the service
+  and the facade (never filled in from outside);
+- ``RequestRecord``: the HTTP layer's access-log record of one request; it copies the ``RequestStats`` in
+  (``add``), and hands the finished record to the ``StatsSink``;
+- ``BatchRecord``, ``GaugeSnapshot``: one runner submission, and the values read at scrape time.
+
+The sink (the Prometheus recorder in ``metrics.recorder``) is passed in at construction; domain code only knows
+the ``StatsSink`` protocol.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,39 @@ from typing import Protocol
 
 
 @dataclass
+class RequestStats:
+    """What serving one request measured: tokens, time in the queue and in the model, the batch it ran in.
+
+    ``batch_size`` is the most rows decoded together while this request's rows ran (the running batch), which is
+    what the access log's ``batch_size`` field reports; ``gateway_batch_size`` observes runner submissions.
+    """
+
+    model: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    queue_s: float | None = None
+    inference_s: float | None = None
+    first_token_s: float | None = None
+    batch_size: int | None = None
+    finish_reason: str | None = None
+    quality: QualityStats | None = None  # when the answer's quality was evaluated (gateway.quality)
+
+
+@dataclass(frozen=True)
+class QualityStats:
+    """The quality of one request's answer: its flags and score, the model's rolling score after it, and for a
+    translation the output/input length ratio of each segment."""
+
+    flags: tuple[str, ...]
+    score: float
+    rolling_score: float
+    length_ratios: tuple[float, ...] = ()
+
+
+@dataclass
 class RequestRecord:
-    """One finished HTTP request; filled in as the request goes and emitted once at its end."""
+    """One finished HTTP request: created by the access-log middleware, completed by the route from the
+    ``RequestStats`` it got back, emitted once at the end."""
 
     request_id: str
     route: str
@@ -30,16 +70,25 @@ class RequestRecord:
     error: str | None = None
     streamed: bool = False
     payload: dict[str, object] = field(default_factory=dict)
-    # Output quality of the answer (gateway.quality), for the access log line; None when not evaluated.
-    quality_flags: tuple[str, ...] | None = None
-    quality_score: float | None = None
-    # A canary request: counted in the canary's own series, kept out of the request metrics.
-    synthetic: bool = False
+    quality: QualityStats | None = None
+
+    def add(self, stats: RequestStats) -> None:
+        """Copy what the serving path measured into this record."""
+        self.model = stats.model
+        self.prompt_tokens = stats.prompt_tokens
+        self.generated_tokens = stats.generated_tokens
+        self.queue_s = stats.queue_s
+        self.inference_s = stats.inference_s
+        self.first_token_s = stats.first_token_s
+        self.batch_size = stats.batch_size
+        self.finish_reason = stats.finish_reason
+        if stats.quality is not None:
+            self.quality = stats.quality
 
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One ``generate`` call of a worker."""
+    """One runner submission (a group of rows that joined the batch together): ``gateway_batch_size``."""
 
     model: str
     size: int
@@ -98,8 +147,6 @@ class StatsSink(Protocol):
 
     def worker_replaced(self, model: str) -> None: ...
 
-    def output_evaluated(self, record: QualityRecord) -> None: ...
-
     def canary_finished(self, record: CanaryRecord) -> None: ...
 
 
@@ -116,9 +163,6 @@ class NullSink:
         pass
 
     def worker_replaced(self, model: str) -> None:
-        pass
-
-    def output_evaluated(self, record: QualityRecord) -> None:
         pass
 
     def canary_finished(self, record: CanaryRecord) -> None:

@@ -12,14 +12,15 @@ from dataclasses import replace
 from gateway.errors import InvalidRequest
 from gateway.languages import LANGUAGE_NAMES, language_name, parse_language
 from gateway.runners.base import TranslationSpec
-from gateway.service import ModelService
-from gateway.stats import RequestRecord
-from gateway.types import GenerationOutput, GenerationParams
+from gateway.service import Generation, ModelService
+from gateway.types import GenerationParams
 
 _T5_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
 
 
 class Translator:
+    """Turns translation requests into rows of one model's service, in that model's style."""
+
     def __init__(self, service: ModelService, spec: TranslationSpec, prompt_template: str) -> None:
         self.service = service
         self.spec = spec
@@ -52,16 +53,16 @@ class Translator:
         target: str,
         params: GenerationParams,
         timeout_s: float,
-        record: RequestRecord,
-    ) -> list[GenerationOutput]:
+    ) -> Generation:
+        """Translate each segment as a row of one request; the outputs in segment order."""
         prompts = [self._prompt(t, source, target) for t in texts]
         encode: Callable[[str], list[int]] | None = None
         if self.spec.style == "forced_bos":
             params, encode = self._forced_bos(params, source, target)
-        outputs = await self.service.generate_many(prompts, [params] * len(prompts), timeout_s, record, encode)
-        for out in outputs:
+        result = await self.service.generate(prompts, [params] * len(prompts), timeout_s, encode)
+        for out in result.outputs:
             out.text = out.text.strip()
-        return outputs
+        return result
 
     def _prompt(self, text: str, source: str, target: str) -> str:
         src_base, tgt_base = source.split("-")[0], target.split("-")[0]

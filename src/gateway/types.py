@@ -22,6 +22,10 @@ class SamplingParams:
     top_p: float = 1.0
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
+    # OpenAI's penalties: subtracted from a token's logit once it appeared (presence) and per appearance (frequency)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit), sorted by id
     seed: int | None = None
     forced_bos_token_id: int | None = None
 
@@ -34,6 +38,16 @@ class GenerationParams:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     truncate: int | None = None
+    top_logprobs: int = 0  # per chosen token, this many most likely alternatives with their log-probabilities
+
+
+@dataclass(frozen=True)
+class TopToken:
+    """One of the most likely tokens at a step, with its log-probability."""
+
+    id: int
+    text: str
+    logprob: float
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class Token:
     text: str
     logprob: float | None
     special: bool
+    top: tuple[TopToken, ...] = ()  # the step's most likely tokens, when the row asked for ``top_logprobs``
 
 
 @dataclass

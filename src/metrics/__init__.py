@@ -4,8 +4,8 @@ gateway's stats dataclasses into observations, and collectors for values read at
 Nothing happens at import: build everything with the registry your app owns, for example::
 
     registry = CollectorRegistry()
-    recorder = PrometheusRecorder(Instruments(registry), models=["gpt2"], languages=["en", "zh"])
-    registry.register(GatewayStateCollector(service.gauge_snapshots, service.model_infos))
+    recorder = PrometheusRecorder(Instruments(registry), models=["gpt2"], routes=["/generate"], languages=["en", "zh"])
+    registry.register(GatewayStateCollector(gateway.snapshots, gateway.model_infos))
     registry.register(GPUCollector())
     registry.register(TorchMemoryCollector())
     register_default_collectors(registry)

@@ -4,7 +4,7 @@ Prometheus observations.
 Every label value is bounded here, so no caller can blow up the number of series:
 
 * ``model``: one of the models given to the recorder, else ``other``;
-* ``route``: one of ``KNOWN_ROUTES``, else ``other``;
+* ``route``: one of the metered routes given to the recorder (the app's route table), else ``other``;
 * ``status``: one of ``KNOWN_STATUSES`` (the contract's), else ``other``;
 * ``source_lang`` / ``target_lang``: the base ISO 639 code (``zh-Hant`` -> ``zh``, lowercased) when it is in
   the configured set, else ``other`` (a missing code is ``other`` too);
@@ -24,10 +24,9 @@ from gateway.stats import BatchRecord, CanaryRecord, QualityRecord, RequestRecor
 
 from .instruments import Instruments
 
-__all__ = ["KNOWN_FLAGS", "KNOWN_ROUTES", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
+__all__ = ["KNOWN_FLAGS", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
 
 OTHER: Final = "other"
-KNOWN_ROUTES: Final = frozenset({"/generate", "/generate_stream", "/", "/translate"})
 KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
 _BREAKER_STATES: Final = frozenset({"closed", "half_open", "open"})
 KNOWN_FLAGS: Final = frozenset(
@@ -45,7 +44,7 @@ def base_language(code: str) -> str:
 class PrometheusRecorder:
     """A ``gateway.stats.StatsSink`` that records into ``Instruments``.
 
-    ``models`` and ``languages`` are the bounded label sets: anything else is recorded as ``other``.
+    ``models``, ``routes`` and ``languages`` are the bounded label sets: anything else is recorded as ``other``.
     Languages are compared on their base code, and the label carries the base code.
     """
 
@@ -54,11 +53,13 @@ class PrometheusRecorder:
         instruments: Instruments,
         *,
         models: Iterable[str],
+        routes: Iterable[str],
         languages: Iterable[str] = (),
     ) -> None:
         self._m = instruments
         self._children: dict[tuple[Any, ...], Any] = {}
         self._models = frozenset(models)
+        self._routes = frozenset(routes)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
 
     # --- label bounding ----------------------------------------------------------------------------
@@ -72,9 +73,8 @@ class PrometheusRecorder:
         base = base_language(code)
         return base if base in self._languages else OTHER
 
-    @staticmethod
-    def route_label(route: str) -> str:
-        return route if route in KNOWN_ROUTES else OTHER
+    def route_label(self, route: str) -> str:
+        return route if route in self._routes else OTHER
 
     @staticmethod
     def status_label(status: str) -> str:
@@ -88,8 +88,6 @@ class PrometheusRecorder:
     # --- StatsSink ---------------------------------------------------------------------------------
 
     def request_finished(self, record: RequestRecord) -> None:
-        if record.synthetic:
-            return  # canary requests have series of their own (canary_finished)
         m = self._m
         model = self.model_label(record.model)
         route = self.route_label(record.route)
@@ -119,6 +117,20 @@ class PrometheusRecorder:
             target = self.language_label(record.target_lang)
             child(m.translation_requests, source_lang=source, target_lang=target, status=status).inc()
             child(m.translation_duration, source_lang=source, target_lang=target).observe(record.latency_s)
+        quality = record.quality
+        if quality is not None:
+            self.output_evaluated(
+                QualityRecord(
+                    model=record.model,
+                    route=record.route,
+                    flags=quality.flags,
+                    score=quality.score,
+                    rolling_score=quality.rolling_score,
+                    source_lang=record.source_lang,
+                    target_lang=record.target_lang,
+                    length_ratios=quality.length_ratios,
+                )
+            )
 
     def _child(self, metric: Any, **labels: str) -> Any:
         """``metric.labels(**labels)``, looked up once per label set (the sets are bounded; ``labels()`` costs more
@@ -144,6 +156,7 @@ class PrometheusRecorder:
         self._m.worker_restarts.labels(model=self.model_label(model)).inc()
 
     def output_evaluated(self, record: QualityRecord) -> None:
+        """The quality of one answer (from ``request_finished`` when the request's record carries it)."""
         model = self.model_label(record.model)
         route = self.route_label(record.route)
         child = self._child

@@ -1,12 +1,12 @@
 """A route class for the inference endpoints: one JSON body model, parsed and validated in one step.
 
 FastAPI's generic handler reads the body, ``json.loads`` it, solves the dependency graph and validates the
-resulting dict; on the inference routes that was a fifth of the event loop's time per request (profiled at
-concurrency 32). These endpoints all have the form ``async def endpoint(request, body: Model) -> Response``, so
-``JSONBodyRoute`` does the same work directly: it runs the route's guard, and validates the raw bytes with
-pydantic's ``model_validate_json`` (parsing and validation in Rust). The route stays a FastAPI ``APIRoute``:
-OpenAPI, ``/docs`` and routing are unchanged, and errors take the same path (``RequestValidationError`` with
-FastAPI's ``("body", ...)`` locations, ``GatewayError``) to the one place that maps them to statuses.
+resulting dict, a large share of the event loop's time per request on the inference routes. These endpoints all
+have the form ``async def endpoint(request, body: Model) -> Response``, so ``JSONBodyRoute`` does the same work
+directly: it runs the route's guard, and validates the raw bytes with pydantic's ``model_validate_json`` (parsing
+and validation in Rust). The route stays a FastAPI ``APIRoute``: OpenAPI, ``/docs`` and routing are unchanged, and
+errors take the same path (``RequestValidationError`` with FastAPI's ``("body", ...)`` locations,
+``GatewayError``) to the one place that maps them to statuses.
 
 What FastAPI's handler does and this one keeps:
 - only a JSON content type (``application/json`` or ``application/*+json``) is read as JSON; none at all is not

@@ -49,7 +49,6 @@ class OutputSample:
     """One finished response. ``target_lang`` set means a translation (its segments carry their ``source``)."""
 
     model: str
-    route: str
     segments: Sequence[Segment]
     source_lang: str | None = None
     target_lang: str | None = None

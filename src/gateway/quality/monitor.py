@@ -1,13 +1,12 @@
-"""The gateway's one entry point into output quality: evaluate a finished answer, update the model's rolling
-score, report it, and build the canary from the settings.
+"""The gateway's one entry point into output quality: evaluate a finished answer and update the model's rolling
+score; and the canary cases the settings select.
 
-The facade calls, once per finished answer (never for canary answers, which are checked by the canary)::
+The facade calls, once per finished answer (never for canary answers, which the canary checks itself)::
 
-    report = await monitor.observe(sample)          # flags and score; language ID off the event loop
-    record.quality_flags, record.quality_score = tuple(report.flag_names), report.score
+    stats.quality = await monitor.assess(sample)      # flags, score, rolling score; language ID off the loop
 
-and ``observe`` sends a ``QualityRecord`` (with the new rolling score) to the sink. Nothing here touches the
-circuit breaker or readiness.
+and the ``QualityStats`` travel with the request's stats to the access log and the metrics recorder. Nothing
+here touches the circuit breaker or readiness.
 """
 
 from __future__ import annotations
@@ -15,35 +14,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from gateway.quality.canary import CanaryCase, load_canaries
 from gateway.quality.evaluator import OutputSample, QualityConfig, QualityEvaluator
 from gateway.quality.langid import LanguageIdentifier
 from gateway.quality.score import QualityReport, RollingScores
-from gateway.stats import QualityRecord
+from gateway.stats import QualityStats
 
-__all__ = ["QualityMonitor", "QualitySink", "configured_canaries"]
+__all__ = ["QualityMonitor", "configured_canaries"]
 
 log = logging.getLogger("gateway.quality")
 
 
-class QualitySink(Protocol):
-    def output_evaluated(self, record: QualityRecord) -> None: ...
-
-
 class QualityMonitor:
-    """An evaluator, the rolling scores of every model, and where their records go."""
+    """An evaluator and the rolling scores of every model."""
 
-    def __init__(self, evaluator: QualityEvaluator, scores: RollingScores, sink: QualitySink) -> None:
+    def __init__(self, evaluator: QualityEvaluator, scores: RollingScores) -> None:
         self.evaluator = evaluator
         self.scores = scores
-        self.sink = sink
 
     @classmethod
     def build(
         cls,
-        sink: QualitySink,
         *,
         window: int = 100,
         threshold: float = 0.7,
@@ -51,10 +43,10 @@ class QualityMonitor:
         languages: Iterable[str] | None = None,
     ) -> QualityMonitor:
         """From the settings' values (``quality_window``, ``quality_threshold``, ``quality_langid_rate``);
-        ``languages``: the translation model's (identification is restricted to them)."""
+        ``languages``: the ones identification chooses among (None: every language py3langid knows)."""
         identifier = LanguageIdentifier(languages) if langid_rate > 0 else None
         evaluator = QualityEvaluator(QualityConfig(langid_rate=langid_rate), identifier)
-        return cls(evaluator, RollingScores(window, threshold), sink)
+        return cls(evaluator, RollingScores(window, threshold))
 
     def load(self) -> None:
         """Load the language-identification model now (blocking, under a second): from a thread at startup, so
@@ -62,31 +54,17 @@ class QualityMonitor:
         if self.evaluator.identifier is not None:
             self.evaluator.identifier.load()
 
-    async def observe(self, sample: OutputSample) -> QualityReport:
-        report = await self.evaluator.evaluate_async(sample)
-        self.record(sample, report)
-        return report
+    async def assess(self, sample: OutputSample) -> QualityStats:
+        """Evaluate one answer (language identification on a worker thread when drawn) and record its score."""
+        return self.stats(sample, await self.evaluator.evaluate_async(sample))
 
-    def observe_sync(self, sample: OutputSample) -> QualityReport:
-        """``observe`` for a caller already off the event loop (it may block on language identification)."""
-        report = self.evaluator.evaluate(sample)
-        self.record(sample, report)
-        return report
+    def assess_sync(self, sample: OutputSample) -> QualityStats:
+        """``assess`` for a caller already off the event loop (it may block on language identification)."""
+        return self.stats(sample, self.evaluator.evaluate(sample))
 
-    def record(self, sample: OutputSample, report: QualityReport) -> None:
+    def stats(self, sample: OutputSample, report: QualityReport) -> QualityStats:
         rolling = self.scores.add(sample.model, report.score)
-        self.sink.output_evaluated(
-            QualityRecord(
-                model=sample.model,
-                route=sample.route,
-                flags=tuple(report.flag_names),
-                score=report.score,
-                rolling_score=rolling,
-                source_lang=sample.source_lang,
-                target_lang=sample.target_lang,
-                length_ratios=report.length_ratios,
-            )
-        )
+        return QualityStats(tuple(report.flag_names), report.score, rolling, report.length_ratios)
 
 
 def configured_canaries(canary_file: Path | None, *, uses_demo_models: bool) -> Sequence[CanaryCase]:

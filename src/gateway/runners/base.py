@@ -33,7 +33,7 @@ class RowSink(Protocol):
 class Row:
     input_ids: list[int]
     params: GenerationParams
-    deadline: float
+    deadline: float  # on time.monotonic, the clock the gateway and its model processes share
     sink: RowSink
     stream: bool = False  # the client reads tokens as they come: ``on_token`` is called only for such rows
     # Tokens chosen so far. Across a model process the gateway's copy counts only streamed rows' tokens.
@@ -96,16 +96,38 @@ class TranslationSpec:
     language_tokens: dict[str, str] = field(default_factory=dict)
 
 
-class ModelRunner(Protocol):
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How to load one model: what every runner is built from, in this process or in a model process."""
+
+    model_id: str
+    path: str | None = None  # a local directory; None: ``model_id`` from the hub
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    is_demo: bool = False
+    log_level: str = "info"
+
+
+class TextCodec(Protocol):
+    """The tokenizer side of a model: runs on the event loop, never decodes."""
+
     info: ModelInfo
 
     def encode(self, text: str) -> list[int]: ...
 
     def render_chat(self, user_message: str) -> str | None: ...
 
+    def render_messages(self, messages: Sequence[dict[str, str]]) -> str | None: ...
+
     def token_id(self, token: str) -> int | None: ...
 
     def translation_spec(self, template_languages: Sequence[str]) -> TranslationSpec: ...
+
+
+class Decoder(Protocol):
+    """The decoding side of a model: its decode loop, fed submissions of rows (the scheduler's only seam)."""
 
     @property
     def alive(self) -> bool: ...
@@ -117,3 +139,7 @@ class ModelRunner(Protocol):
     def reset(self, reason: GatewayError) -> None: ...
 
     def close(self) -> None: ...
+
+
+class ModelRunner(TextCodec, Decoder, Protocol):
+    """A loaded model: its tokenizer side (``TextCodec``) and its decode loop (``Decoder``)."""

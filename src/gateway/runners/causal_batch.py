@@ -12,10 +12,10 @@ which columns are real for each row. Then:
 
 On the CPU, a decoding step hands the model its attention mask ready-made, as the boolean ``(rows, 1, 1,
 columns)`` mask that transformers builds for SDPA from the 2D one (one query per row: the causal part is all
-true). That skips its mask builder, about 13% of a step on the demo model. Whether the model takes the ready mask
-and gives the same logits is checked once, on the loop's first step with a padded row (without padding both
-masks are all true and prove nothing); until then, and for good if the check fails, steps use the 2D mask. On a
-GPU the 2D mask stays: with no padding it lets SDPA pick its flash kernel, and the gain there is unmeasured.
+true). That skips its mask builder, a noticeable share of a step on a small model. Whether the model takes the
+ready mask and gives the same logits is checked once, on the loop's first step with a padded row (without padding
+both masks are all true and prove nothing); until then, and for good if the check fails, steps use the 2D mask. On
+a GPU the 2D mask stays: with no padding it lets SDPA pick its flash kernel, and the gain there is unmeasured.
 
 Greedy output is the same as ``model.generate`` on the same prompts (left padding, same position ids).
 """

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from gateway.languages import LANGUAGE_NAMES, NLLB_CODES
-from gateway.runners.base import TranslationSpec
+from gateway.runners.base import RunnerConfig, TranslationSpec
 from gateway.types import ModelInfo
 
 
@@ -36,12 +36,11 @@ class ModelFiles:
     """Config and tokenizer of one model (helpers are called from the event loop; the fast tokenizer is thread
     safe for them)."""
 
-    def __init__(
-        self, model_id: str, *, path: str | None = None, revision: str | None = None, trust_remote_code: bool = False
-    ) -> None:
+    def __init__(self, config: RunnerConfig) -> None:
         hf_logging.disable_progress_bar()  # progress bars are not JSON; load events are logged instead
-        self.model_id = model_id
-        self.source = path or model_id
+        revision, trust_remote_code = config.revision, config.trust_remote_code
+        self.model_id = config.model_id
+        self.source = config.path or config.model_id
         self.revision = revision
         common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
         config = AutoConfig.from_pretrained(self.source, **common)
@@ -113,11 +112,13 @@ class ModelFiles:
         return None if cls is None else cls(skip_special_tokens=True)
 
     def render_chat(self, user_message: str) -> str | None:
+        return self.render_messages([{"role": "user", "content": user_message}])
+
+    def render_messages(self, messages: Sequence[dict[str, str]]) -> str | None:
+        """The prompt of a conversation through the tokenizer's chat template (None: the model has none)."""
         if not getattr(self.tokenizer, "chat_template", None):
             return None
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
+        rendered = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return str(rendered)
 
     def token_id(self, token: str) -> int | None:

@@ -4,10 +4,7 @@ Started by ``ProcessRunner`` as ``python -m gateway.runners.model_process --fd N
 The gateway process keeps HTTP, tokenizing and answering; this one keeps torch. Two interpreters, two GILs: the
 event loop never waits on the model's Python, and the model never waits on the event loop.
 
-Messages from the gateway: ``config`` (first), ``submit``, ``cancel``, ``wake`` (end an injected stall),
-``stop``. To the gateway: ``ready`` or ``failed`` (first), then ``events`` (streamed rows' tokens, answers,
-submission states, in the order they happened, batched by a sender thread) and ``memory`` (torch's CUDA
-allocator, once a second on a GPU). SIGINT and SIGTERM are ignored: the gateway decides when this process ends
+The messages are listed in ``wire``. SIGINT and SIGTERM are ignored: the gateway decides when this process ends
 (``stop``, or its end of the channel closing).
 """
 
@@ -30,6 +27,7 @@ from gateway.runners.faults import FaultPlan
 from gateway.runners.wire import (
     Channel,
     ChannelClosed,
+    config_from_json,
     error_to_json,
     output_to_json,
     params_from_json,
@@ -148,15 +146,7 @@ def serve(channel: Channel) -> int:
     from gateway.runners.transformers_runner import TransformersRunner  # torch: only in this process
 
     try:
-        runner = TransformersRunner(
-            str(config["model_id"]),
-            path=config.get("path"),
-            revision=config.get("revision"),
-            device=str(config.get("device", "auto")),
-            dtype=str(config.get("dtype", "auto")),
-            trust_remote_code=bool(config.get("trust_remote_code", False)),
-            is_demo=bool(config.get("is_demo", False)),
-        )
+        runner = TransformersRunner(config_from_json(config))
     except Exception as exc:
         log.exception("model process: load failed", extra={"model": config.get("model_id")})
         channel.send({"t": "failed", "error": repr(exc)[:500]})

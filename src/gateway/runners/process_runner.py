@@ -23,12 +23,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.errors import GatewayError, ModelError
-from gateway.runners.base import Row, Submission
+from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.faults import FaultInjector
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.wire import (
     Channel,
     ChannelClosed,
+    config_to_json,
     error_from_json,
     output_from_json,
     params_to_json,
@@ -41,8 +42,8 @@ log = logging.getLogger("gateway.model_process")
 class _Child:
     """One model process and the rows and submissions it holds."""
 
-    def __init__(self, runner: ProcessRunner, config: dict[str, Any]) -> None:
-        self.runner = runner
+    def __init__(self, config: dict[str, Any], on_lost: Callable[[_Child], None]) -> None:
+        self.on_lost = on_lost  # told (on the reader thread) once this process is gone and its rows failed
         ours, theirs = socket.socketpair()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.runners.model_process", "--fd", str(theirs.fileno())],
@@ -158,7 +159,7 @@ class _Child:
         for submission in submissions:
             submission.fail(self.loss_reason)
         self.channel.close()
-        self.runner._child_lost(self)
+        self.on_lost(self)
 
     def stop(self, timeout_s: float) -> None:
         try:
@@ -178,41 +179,26 @@ class ProcessRunner(ModelFiles):
 
     def __init__(
         self,
-        model_id: str,
-        *,
-        path: str | None = None,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        is_demo: bool = False,
+        config: RunnerConfig,
         faults: FaultInjector | None = None,
-        log_level: str = "info",
+        *,
+        on_crash_restart: Callable[[], None] | None = None,
         load_timeout_s: float = 1800.0,
     ) -> None:
-        super().__init__(model_id, path=path, revision=revision, trust_remote_code=trust_remote_code)
+        """``on_crash_restart`` is told (on the reader thread) once a model process that died on its own has been
+        replaced; the watchdog's resets are counted by the scheduler that asked for them."""
+        super().__init__(config)
         self.faults = faults or FaultInjector()
         self.faults.on_change.append(self._wake_stalls)
+        is_demo = config.is_demo
         self.is_demo = is_demo
-        self._config = {
-            "t": "config",
-            "model_id": model_id,
-            "path": path,
-            "revision": revision,
-            "device": device,
-            "dtype": dtype,
-            "trust_remote_code": trust_remote_code,
-            "is_demo": is_demo,
-            "log_level": log_level,
-        }
+        self._config = config_to_json(config)
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._closing = False
         self.restarts = 0
-        # Called (on the reader thread) once a model process that died on its own has been replaced; the
-        # watchdog's resets are counted by the scheduler that asked for them.
-        self.on_crash_restart: Callable[[], None] | None = None
-        self._child = _Child(self, self._config)
+        self.on_crash_restart = on_crash_restart
+        self._child = _Child(self._config, self._replace)
         if not self._child.ready.wait(load_timeout_s) or not self._child.alive:
             error = self._child.error or "the model process did not start"
             self._closing = True
@@ -254,7 +240,7 @@ class ProcessRunner(ModelFiles):
         child.reset_requested = True
         child.kill()  # the reader sees the end of the stream, fails the rows and starts the next process
 
-    def _child_lost(self, child: _Child) -> None:
+    def _replace(self, child: _Child) -> None:
         with self._lock:
             if self._closing or child is not self._child:
                 return
@@ -264,7 +250,7 @@ class ProcessRunner(ModelFiles):
                 extra={"model": self.model_id, "exit_code": code, "error_type": child.loss_reason.error_type},
             )
             self.restarts += 1
-            self._child = _Child(self, self._config)
+            self._child = _Child(self._config, self._replace)
         if not child.reset_requested and self.on_crash_restart is not None:
             self.on_crash_restart()
 

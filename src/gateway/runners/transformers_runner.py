@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory
-from gateway.runners.base import Row, Submission
+from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
 from gateway.runners.logits import Degrade, LogprobStash
@@ -235,21 +235,11 @@ class _DecodeLoop:
 class TransformersRunner(ModelFiles):
     """A transformers model and its decode loop on one device."""
 
-    def __init__(
-        self,
-        model_id: str,
-        *,
-        path: str | None = None,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        is_demo: bool = False,
-        faults: FaultInjector | None = None,
-    ) -> None:
-        super().__init__(model_id, path=path, revision=revision, trust_remote_code=trust_remote_code)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+    def __init__(self, config: RunnerConfig, faults: FaultInjector | None = None) -> None:
+        super().__init__(config)
+        revision, trust_remote_code = config.revision, config.trust_remote_code
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
         if self.device.type == "cpu":
             leave_a_core_to_the_event_loop()
         self.faults = faults or FaultInjector()
@@ -268,7 +258,7 @@ class TransformersRunner(ModelFiles):
         self.info = self.model_info(
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
-            is_demo=is_demo,
+            is_demo=config.is_demo,
             continuous_batching=self.continuous,
         )
 

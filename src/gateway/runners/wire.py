@@ -1,8 +1,21 @@
-"""The channel between the gateway and its model process: length-prefixed JSON over a socket pair.
+"""The channel between the gateway and its model process, and its wire format (the one place it is written down).
 
 JSON only (never pickle): a frame is a 4-byte big-endian length and a UTF-8 JSON object, written and read with
-orjson (the answers of a whole batch cross here, token by token). This module also turns the few values that
-cross the channel (params, tokens, outputs, errors) into JSON and back. No torch here.
+orjson. This module also turns the values that cross the channel (config, params, tokens, outputs, errors) into
+JSON and back. No torch here. Every message is an object whose ``t`` names its kind:
+
+Gateway -> model process
+    ``config``  first: ``RunnerConfig`` fields (``config_to_json``)
+    ``submit``  ``{"id", "rows": [{"id", "ids", "params", "deadline", "stream"}], "fault"}``: one submission
+    ``cancel``  ``{"ids": [row id, ...]}``: rows whose client left (or that were answered) stop within a step
+    ``wake``    ends an injected stall
+    ``stop``    finish and exit
+Model process -> gateway
+    ``ready``   first, on success: ``{"info": {"device", "dtype"}, "continuous"}``; or ``failed``: ``{"error"}``
+    ``events``  ``{"e": [event, ...]}`` in the order they happened, batched by a sender thread:
+                ``["t", row, token]`` a streamed row's token; ``["d", row, output, error]`` a row answered;
+                ``["a", submission, ok]`` admitted to the batch; ``["s", submission, size, error]`` settled
+    ``memory``  ``{"device", "allocated", "reserved"}``: torch's CUDA allocator, once a second on a GPU
 """
 
 from __future__ import annotations
@@ -24,7 +37,8 @@ from gateway.errors import (
     RequestCancelled,
     WorkerStalled,
 )
-from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
+from gateway.runners.base import RunnerConfig
+from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token, TopToken
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 256 * 1024 * 1024  # far beyond any real frame; a larger length means a corrupt stream
@@ -90,24 +104,35 @@ def params_to_json(params: GenerationParams) -> dict[str, Any]:
         "sampling": {name: getattr(sampling, name) for name in _SAMPLING_FIELDS},
         "stop": list(params.stop),
         "truncate": params.truncate,
+        "top_logprobs": params.top_logprobs,
     }
 
 
 def params_from_json(data: dict[str, Any]) -> GenerationParams:
     return GenerationParams(
         max_new_tokens=int(data["max_new_tokens"]),
-        sampling=SamplingParams(**data["sampling"]),
+        sampling=_sampling_from_json(data["sampling"]),
         stop=tuple(data["stop"]),
         truncate=data["truncate"],
+        top_logprobs=int(data.get("top_logprobs", 0)),
     )
 
 
+def _sampling_from_json(data: dict[str, Any]) -> SamplingParams:
+    values = dict(data)
+    values["logit_bias"] = tuple((int(i), float(b)) for i, b in values.get("logit_bias", ()))
+    return SamplingParams(**values)
+
+
 def token_to_json(token: Token) -> list[Any]:
+    if token.top:
+        return [token.id, token.text, token.logprob, token.special, [[t.id, t.text, t.logprob] for t in token.top]]
     return [token.id, token.text, token.logprob, token.special]
 
 
 def token_from_json(data: list[Any]) -> Token:
-    return Token(int(data[0]), str(data[1]), data[2], bool(data[3]))
+    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2])) for t in data[4]) if len(data) > 4 else ()
+    return Token(int(data[0]), str(data[1]), data[2], bool(data[3]), top)
 
 
 def output_to_json(output: GenerationOutput) -> dict[str, Any]:
@@ -158,3 +183,11 @@ def error_from_json(data: dict[str, Any]) -> GatewayError:
     if cls is DeadlineExceeded:
         return DeadlineExceeded(message, during_generation=bool(data.get("during_generation")))
     return cls(message)
+
+
+def config_to_json(config: RunnerConfig) -> dict[str, Any]:
+    return {"t": "config", **{f.name: getattr(config, f.name) for f in fields(RunnerConfig)}}
+
+
+def config_from_json(data: dict[str, Any]) -> RunnerConfig:
+    return RunnerConfig(**{f.name: data[f.name] for f in fields(RunnerConfig) if f.name in data})

@@ -1,6 +1,6 @@
-"""Scheduling: a bounded admission queue per model and the batching workers that drain it."""
+"""Scheduling: a bounded admission queue per model and the feeder that hands its rows to the decode loop."""
 
+from gateway.scheduler.feeder import ModelScheduler
 from gateway.scheduler.queue import AdmissionQueue, WorkItem
-from gateway.scheduler.worker import BatchObserver, ModelScheduler
 
-__all__ = ["AdmissionQueue", "BatchObserver", "ModelScheduler", "WorkItem"]
+__all__ = ["AdmissionQueue", "ModelScheduler", "WorkItem"]

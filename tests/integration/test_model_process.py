@@ -1,0 +1,98 @@
+"""The model process (``GATEWAY_MODEL_PROCESS=true``, the default of ``gateway serve``).
+
+The real app, its demo models loaded by real child processes (``python -m gateway.runners.model_process``) that
+talk to it over the JSON channel. Faults are caused for real: the process is killed with SIGKILL, or stalled by
+the contract's stall fault until the watchdog kills it. Most other tests run the same decode loop in-process
+(seconds less per app); the tests that start ``gateway serve`` (TGI clients, drain, deploy) use this mode too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
+from gateway.runners.process_runner import ProcessRunner
+from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
+
+GEN = DEMO_CAUSAL_ID
+PROMPTS = [f"process prompt {i}" for i in range(6)]
+
+
+def runner_of(app: Any) -> ProcessRunner:
+    runner = app.gateway.engine.generation.runner
+    assert isinstance(runner, ProcessRunner)
+    return runner
+
+
+async def answers(client: httpx.AsyncClient) -> dict[str, Any]:
+    async def one(prompt: str) -> Any:
+        r = await client.post(
+            "/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 12, "details": True}}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body["generated_text"], [t["id"] for t in body["details"]["tokens"]]
+
+    generated = await asyncio.gather(*(one(p) for p in PROMPTS))
+    sampled = await client.post(
+        "/generate", json={"inputs": "seeded", "parameters": {"max_new_tokens": 8, "do_sample": True, "seed": 5}}
+    )
+    streamed = await client.post("/generate_stream", json={"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 12}})
+    translated = await client.post("/translate", json={"text": "hello", "source_lang": "en", "target_lang": "fr"})
+    assert sampled.status_code == streamed.status_code == translated.status_code == 200
+    return {
+        "generated": generated,
+        "sampled": sampled.json()["generated_text"],
+        "streamed": "".join(e["token"]["text"] for e in sse_events(streamed.text) if e.get("token")),
+        "translated": translated.json()["translation"],
+    }
+
+
+async def test_the_model_process_answers_like_the_in_process_loop(app_client: Any) -> None:
+    async with app_client(model_process=True) as (client, app):
+        runner = runner_of(app)
+        assert runner.pid != os.getpid() and runner.alive
+        batching = {m["model_id"]: m["continuous_batching"] for m in (await client.get("/info")).json()["models"]}
+        assert batching == {GEN: True, DEMO_SEQ2SEQ_ID: False}  # as the model processes reported
+        through_process = await answers(client)
+    assert runner._child.proc.returncode == 0  # stopped cleanly at shutdown
+    async with app_client() as (client, _):
+        in_process = await answers(client)
+    assert through_process == in_process
+    assert through_process["streamed"] == through_process["generated"][0][0]
+
+
+async def test_a_killed_model_process_fails_its_rows_and_is_replaced(app_client: Any) -> None:
+    async with app_client(model_process=True, enable_faults=True) as (client, app):
+        runner = runner_of(app)
+        old = runner.pid
+        blocker = await hold_worker(client, app)  # a row inside the model process, stalled
+        os.kill(old, signal.SIGKILL)
+        r = await blocker
+        assert r.status_code == 500 and r.json()["error_type"] == "model_error", r.text
+        await wait_until(lambda: runner.alive and runner.pid != old, timeout_s=60, what="a new model process")
+        assert runner.restarts == 1
+        r = await client.post("/generate", json={"inputs": "after", "parameters": {"max_new_tokens": 4}})
+        assert r.status_code == 200, r.text
+        assert (await client.get("/ready")).status_code == 200
+        assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
+
+
+async def test_a_stalled_model_process_is_killed_by_the_watchdog_and_replaced(app_client: Any) -> None:
+    async with app_client(model_process=True, enable_faults=True, watchdog_s=2.0) as (client, app):
+        runner = runner_of(app)
+        old = runner.pid
+        r = await (await hold_worker(client, app))  # a 60 s stall, far past the watchdog
+        assert r.status_code == 500 and r.json()["error_type"] == "worker_stalled", r.text
+        await wait_until(lambda: runner.alive and runner.pid != old, timeout_s=60, what="a new model process")
+        with pytest.raises(ProcessLookupError):
+            os.kill(old, 0)  # the stuck process is gone, not left running
+        r = await client.post("/generate", json={"inputs": "after", "parameters": {"max_new_tokens": 4}})
+        assert r.status_code == 200, r.text
+        assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
