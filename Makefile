@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make run    serve the gateway on the built-in demo models (http://127.0.0.1:8000)
-#   make test   install everything (Python deps, Prometheus, Alertmanager) and run lint, types and tests
+#   make test   install everything (Python deps, Prometheus, Alertmanager, node-exporter, HAProxy, Chromium)
+#               and run lint, types and tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,11 +23,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
+		|| ! command -v prometheus-node-exporter >/dev/null || ! command -v chromium >/dev/null \
+		|| ! { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy >/dev/null; \
 		else \
-			echo "promtool/amtool missing: run 'sudo apt-get install prometheus prometheus-alertmanager'"; exit 1; \
+			echo "missing tools: run 'sudo apt-get install prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy'"; exit 1; \
 		fi; \
 	fi
 

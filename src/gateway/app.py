@@ -26,6 +26,7 @@ from gateway.http.auth import key_check
 from gateway.http.context import RequestContext
 from gateway.http.errors import install_error_handlers
 from gateway.http.limits import SizeLimits
+from gateway.http.openai.routes import openai_router
 from gateway.http.ops import faults_router, ops_router
 from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
@@ -36,6 +37,7 @@ from metrics import (
     GatewayStateCollector,
     GPUCollector,
     Instruments,
+    ModelProcessCollector,
     PrometheusRecorder,
     TorchMemoryCollector,
     register_default_collectors,
@@ -99,6 +101,7 @@ def create_app(
     check_key = key_check(settings.api_key)
     app.include_router(ops_router(gateway))
     app.include_router(tgi_router(gateway, check_key))
+    app.include_router(openai_router(gateway, check_key))
     if settings.enable_faults:
         app.include_router(faults_router(gateway, check_key))
 
@@ -136,4 +139,5 @@ def _register_collectors(registry: CollectorRegistry, gateway: Gateway, settings
     registry.register(GatewayStateCollector(gateway.snapshots, gateway.model_infos))
     registry.register(GPUCollector())
     registry.register(TorchMemoryCollector(reports=gateway.torch_memory if settings.model_process else None))
+    registry.register(ModelProcessCollector(gateway.model_pids))
     register_default_collectors(registry)

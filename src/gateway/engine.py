@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -262,6 +263,15 @@ class Engine:
             if memory:
                 reports.append((str(memory["device"]), float(memory["allocated"]), float(memory["reserved"])))
         return reports
+
+    def model_pids(self) -> dict[str, int | None]:
+        """Model id -> pid of the process its decode loop runs in: the model process's (None while it is being
+        replaced), or this process's own in thread mode (``metrics.process_collector`` says why)."""
+        pids: dict[str, int | None] = {}
+        for name, service in self.services.items():
+            runner = service.runner
+            pids[name] = getattr(runner, "pid", None) if self.settings.model_process else os.getpid()
+        return pids
 
     @property
     def ready(self) -> bool:

@@ -98,10 +98,9 @@ class Gateway:
         *,
         evaluate: bool = True,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Each row's tokens as they are chosen, then its output with its stats (``StreamEvent.index``: the row).
-
-        Admission runs on the first step, so a refusal is raised before anything is yielded.
-        """
+        """Each row's admission, its tokens as they are chosen, then its output with its stats
+        (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
+        is yielded."""
         service = self._service(model)
         streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
         events = streams[0] if len(streams) == 1 else merge_streams(streams)
@@ -209,6 +208,10 @@ class Gateway:
 
     def torch_memory(self) -> list[tuple[str, float, float]]:
         return self.engine.torch_memory()
+
+    def model_pids(self) -> dict[str, int | None]:
+        """The process id running each model's decode loop (the model process, or this one)."""
+        return self.engine.model_pids()
 
     def info(self) -> dict[str, Any]:
         """Models, limits and batching settings (``/info``)."""

@@ -48,7 +48,8 @@ class Generation:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One step of a stream: a token as it is chosen, or (last) the whole output with the request's stats."""
+    """One step of a stream: first the admission (no token, no output: the rows are queued), then each token as
+    it is chosen, and last the whole output with the request's stats."""
 
     token: Token | None = None
     output: GenerationOutput | None = None
@@ -58,6 +59,11 @@ class StreamEvent:
     @property
     def final(self) -> bool:
         return self.output is not None
+
+    @property
+    def admitted(self) -> bool:
+        """The first event: admitted and queued, nothing generated yet."""
+        return self.token is None and self.output is None
 
 
 class Lifecycle:
@@ -148,13 +154,14 @@ class ModelService:
     async def stream(
         self, prompt: str, params: GenerationParams, timeout_s: float
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Yield each token as it is chosen, then a final event with the output and the request's stats."""
+        """Yield the admission, each token as it is chosen, then the output with the request's stats."""
         self.in_flight += 1
         try:
             items, permit, deadline = self._admit([prompt], [params], timeout_s, None, stream=True)
             item = items[0]
             assert item.events is not None
             try:
+                yield StreamEvent()
                 while True:
                     remaining = deadline - self._clock() + _DEADLINE_GRACE_S
                     try:

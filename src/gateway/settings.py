@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         "costs nothing per request",
     )
     enable_faults: bool = False
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager's base URL (http://alertmanager:9093): GET /status lists its active alerts"
+    )
+    health_window_s: float = Field(300.0, gt=0, description="the sliding window of the health score, in seconds")
 
     # Output quality (gateway.quality): signals per response, a rolling score per model, the canary
     quality_enabled: bool = Field(True, description="evaluate every finished response (flags and a score)")
@@ -105,7 +109,7 @@ class Settings(BaseSettings):
         15.0, gt=0, description="a comment line on an OpenAI stream that has sent nothing for this long"
     )
 
-    @field_validator("model", "translation_model", "revision", mode="before")
+    @field_validator("model", "translation_model", "revision", "alertmanager_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -15,9 +15,9 @@ _END = object()
 async def merge_streams(streams: Sequence[AsyncGenerator[StreamEvent, None]]) -> AsyncGenerator[StreamEvent, None]:
     """The events of ``streams`` as they come, each with ``index`` set to its stream's position.
 
-    The first step of every stream (admission, then the first token) starts at once and together, so the rows
-    are queued side by side and join the same batch. If any of them fails there, the others are closed and that
-    error is raised before anything is yielded; an error later ends the merged stream with it.
+    The first step of every stream (admission) runs at once and together, so the rows are queued side by side
+    and join the same batch. If any of them is refused, the others are closed and that error is raised before
+    anything is yielded; an error later ends the merged stream with it.
     """
     firsts = await asyncio.gather(*(anext(s) for s in streams), return_exceptions=True)
     failed = next((f for f in firsts if isinstance(f, BaseException)), None)

@@ -17,6 +17,7 @@ from .collectors import (
     TorchMemoryCollector,
     register_default_collectors,
 )
+from .health_collector import HealthCollector
 from .instruments import (
     BATCH_SIZE_BUCKETS,
     DURATION_BUCKETS,
@@ -25,6 +26,7 @@ from .instruments import (
     TTFT_BUCKETS,
     Instruments,
 )
+from .process_collector import ModelProcessCollector
 from .recorder import PrometheusRecorder, base_language
 
 __all__ = [
@@ -35,7 +37,9 @@ __all__ = [
     "TTFT_BUCKETS",
     "GPUCollector",
     "GatewayStateCollector",
+    "HealthCollector",
     "Instruments",
+    "ModelProcessCollector",
     "PrometheusRecorder",
     "TorchMemoryCollector",
     "base_language",

@@ -84,6 +84,7 @@ TORCH_LABELS: Final = ("device",)
 MODEL_INFO_LABELS: Final = ("model", "revision", "task", "device", "dtype")
 OUTPUT_FLAG_LABELS: Final = ("model", "route", "flag")
 CANARY_CHECK_LABELS: Final = ("model", "result")
+ERROR_LABELS: Final = ("model", "error_type")
 
 # --- names of the scrape-time gauges (built fresh on each scrape by metrics.collectors) ----------------
 
@@ -105,6 +106,16 @@ NVML_READ_ERRORS: Final = "gateway_nvml_read_errors"
 
 TORCH_MEMORY_ALLOCATED: Final = "gateway_torch_memory_allocated_bytes"
 TORCH_MEMORY_RESERVED: Final = "gateway_torch_memory_reserved_bytes"
+
+# Read from /proc/<pid>/stat of each model process (metrics.process_collector). The CPU one is a counter family:
+# exposed as gateway_model_process_cpu_seconds_total.
+MODEL_PROCESS_RESIDENT_MEMORY: Final = "gateway_model_process_resident_memory_bytes"
+MODEL_PROCESS_CPU: Final = "gateway_model_process_cpu_seconds"
+MODEL_PROCESS_THREADS: Final = "gateway_model_process_threads"
+
+# The health score (gateway.health), per model and "overall" (metrics.health_collector).
+HEALTH_SCORE: Final = "gateway_health_score"
+HEALTH_LEVEL: Final = "gateway_health_level"
 
 
 class Instruments:
@@ -187,6 +198,12 @@ class Instruments:
             "gateway_circuit_breaker_transitions",
             "Circuit breaker state changes, by the state entered.",
             BREAKER_TRANSITION_LABELS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "gateway_errors",
+            "Failed requests by model and error_type (the error tree's bounded set; anything else is 'other').",
+            ERROR_LABELS,
             registry=registry,
         )
         self.worker_restarts = Counter(

@@ -13,6 +13,8 @@ Every label value is bounded here, so no caller can blow up the number of series
 * ``outcome``: ``ok`` or ``error``;
 * ``flag``: one of ``KNOWN_FLAGS`` (the contract's), else ``other``;
 * ``result`` (canary): ``pass``, ``fail`` or ``error``, else ``other``.
+* ``error_type``: one of ``known_error_types()`` (every ``error_type`` of the error tree in ``gateway.errors``,
+  plus the HTTP layer's ``not_found``, ``method_not_allowed`` and ``http_error``), else ``other``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
+from gateway.errors import GatewayError
 from gateway.stats import BatchRecord, CanaryRecord, QualityRecord, RequestRecord
 
 from .instruments import Instruments
 
-__all__ = ["KNOWN_FLAGS", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language"]
+__all__ = ["KNOWN_FLAGS", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language", "known_error_types"]
 
 OTHER: Final = "other"
 KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
@@ -34,6 +37,20 @@ KNOWN_FLAGS: Final = frozenset(
 )
 _CANARY_RESULTS: Final = frozenset({"pass", "fail", "error"})
 TRANSLATE_ROUTE: Final = "/translate"
+# Answered by the HTTP layer for Starlette's own errors (gateway.http.errors), outside the error tree.
+HTTP_ERROR_TYPES: Final = frozenset({"not_found", "method_not_allowed", "http_error"})
+
+
+def known_error_types() -> frozenset[str]:
+    """Every ``error_type`` of the error tree (walked, so that a class added to it is counted under its own
+    name), plus the HTTP layer's."""
+    found: set[str] = set()
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        found.add(cls.error_type)
+        pending.extend(cls.__subclasses__())
+    return frozenset(found | HTTP_ERROR_TYPES)
 
 
 def base_language(code: str) -> str:
@@ -61,6 +78,13 @@ class PrometheusRecorder:
         self._models = frozenset(models)
         self._routes = frozenset(routes)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
+        self._error_types = known_error_types()
+        # Born at 0 for every configured model, so that increase() sees the first restart or the first error of a
+        # type (a series born at 1 shows no increase), and the alerts on them can fire on the first one.
+        for model in sorted(self._models):
+            self._child(self._m.worker_restarts, model=model)
+            for error_type in sorted(self._error_types):
+                self._child(self._m.errors, model=model, error_type=error_type)
 
     # --- label bounding ----------------------------------------------------------------------------
 
@@ -80,6 +104,9 @@ class PrometheusRecorder:
     def status_label(status: str) -> str:
         return status if status in KNOWN_STATUSES else OTHER
 
+    def error_type_label(self, error_type: str) -> str:
+        return error_type if error_type in self._error_types else OTHER
+
     @staticmethod
     def breaker_state_label(to_state: str) -> str:
         state = to_state.strip().lower().replace("-", "_")
@@ -96,6 +123,8 @@ class PrometheusRecorder:
         child = self._child
         child(m.requests, route=route, status=status, model=model).inc()
         child(m.request_duration, route=route, model=model).observe(record.latency_s)
+        if record.error_type:
+            child(m.errors, model=model, error_type=self.error_type_label(record.error_type)).inc()
         if record.queue_s is not None:
             child(m.queue_wait, model=model).observe(record.queue_s)
         if record.inference_s is not None:
@@ -153,7 +182,7 @@ class PrometheusRecorder:
         ).inc()
 
     def worker_replaced(self, model: str) -> None:
-        self._m.worker_restarts.labels(model=self.model_label(model)).inc()
+        self._child(self._m.worker_restarts, model=self.model_label(model)).inc()
 
     def output_evaluated(self, record: QualityRecord) -> None:
         """The quality of one answer (from ``request_finished`` when the request's record carries it)."""

@@ -67,7 +67,14 @@ def _ports(service: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"gateway", "prometheus", "alertmanager", "grafana", "alert-webhook"}
+    assert set(compose["services"]) == {
+        "gateway",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "alert-webhook",
+        "node-exporter",
+    }
     assert compose["services"]["gateway"]["build"] == "."
 
 
@@ -86,6 +93,8 @@ def test_mounted_host_paths_exist(compose: dict[str, Any]) -> None:
             source = volume.split(":")[0] if isinstance(volume, str) else volume["source"]
             if source in named_volumes:
                 continue
+            if name == "node-exporter" and source == "/":
+                continue  # the host's root, read-only: checked in test_node_exporter
             assert source.startswith("./"), f"{name}: {volume} is neither a named volume nor a relative path"
             assert (ROOT / source).exists(), f"{name}: {source} does not exist"
             checked += 1
@@ -131,6 +140,9 @@ def test_prometheus_wiring(compose: dict[str, Any]) -> None:
     }
     assert targets["gateway"] == ["gateway:8000"]
     assert targets["prometheus"] == ["localhost:9090"]
+    # node-exporter shares the host's network: reached through the host gateway name Prometheus is given
+    assert targets["node"] == ["host.docker.internal:9100"]
+    assert "host.docker.internal:host-gateway" in svc["extra_hosts"]
     am_targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     assert am_targets == ["alertmanager:9093"]
 
@@ -161,9 +173,23 @@ def test_grafana_wiring(compose: dict[str, Any]) -> None:
     assert sorted(p.name for p in dashboards_dir.glob("*.json")) == [
         "gateway-model-detail.json",
         "gateway-overview.json",
+        "gateway-slo.json",
     ]
     home = svc["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _in_container(svc, home).is_file()
+
+
+def test_node_exporter(compose: dict[str, Any]) -> None:
+    """The host layer: host namespaces, the host's root read-only, not root, nothing writable or privileged."""
+    svc = compose["services"]["node-exporter"]
+    assert svc["network_mode"] == "host" and svc["pid"] == "host"
+    assert svc["volumes"] == ["/:/host:ro,rslave"]
+    assert "--path.rootfs=/host" in svc["command"]
+    assert svc["user"].split(":")[0] not in ("0", "root")
+    assert svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"]
+    assert "ports" not in svc
+    assert "--web.listen-address=:9100" in svc["command"]
 
 
 def test_gateway_service(compose: dict[str, Any]) -> None:

@@ -51,7 +51,12 @@ CATALOGUE = {
     "gateway_torch_memory_allocated_bytes": "gauge",
     "gateway_torch_memory_reserved_bytes": "gauge",
     "gateway_model_info": "gauge",
-    # "More metrics" of the contract: output quality and the canary
+    # the contract's "More metrics"
+    "gateway_errors_total": "counter",
+    "gateway_health_score": "gauge",
+    "gateway_health_level": "gauge",
+    "gateway_model_process_resident_memory_bytes": "gauge",
+    "gateway_model_process_cpu_seconds_total": "counter",
     "gateway_output_flags_total": "counter",
     "gateway_output_quality_score": "gauge",
     "gateway_translation_length_ratio": "histogram",
@@ -59,9 +64,24 @@ CATALOGUE = {
     "gateway_canary_duration_seconds": "histogram",
     "gateway_canary_last_success_timestamp_seconds": "gauge",
 }
-# Beyond the catalogue: Prometheus's own scrape health, the configured queue size the gateway exports, and the
-# number of evaluated answers (the denominator of the quality flag shares).
-EXTRA = {"up", "gateway_queue_capacity", "gateway_output_evaluations_total"}
+# Beyond the catalogue: Prometheus's own scrape health, the configured queue size, the workers and the model
+# process's threads the gateway exports, the number of evaluated answers (the denominator of the quality flag
+# shares), and the node-exporter series of the host layer.
+EXTRA = {
+    "up",
+    "gateway_queue_capacity",
+    "gateway_workers_alive",
+    "gateway_worker_restarts_total",
+    "gateway_model_process_threads",
+    "gateway_output_evaluations_total",
+    "node_cpu_seconds_total",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_MemTotal_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_size_bytes",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+}
 
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
@@ -135,8 +155,8 @@ def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _load(request.param)
 
 
-def test_there_are_two_dashboards() -> None:
-    assert [p.name for p in DASHBOARDS] == ["gateway-model-detail.json", "gateway-overview.json"]
+def test_there_are_three_dashboards() -> None:
+    assert [p.name for p in DASHBOARDS] == ["gateway-model-detail.json", "gateway-overview.json", "gateway-slo.json"]
 
 
 def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
@@ -147,7 +167,7 @@ def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
     for panel in panels:
         if panel["type"] == "row":
             continue
-        assert panel["type"] in {"timeseries", "stat", "bargauge", "table", "gauge"}, panel["title"]
+        assert panel["type"] in {"timeseries", "stat", "bargauge", "table", "gauge", "heatmap"}, panel["title"]
         assert panel["targets"], f"panel {panel['title']!r} has no query"
         for target in panel["targets"]:
             assert target["expr"].strip(), panel["title"]
@@ -197,6 +217,16 @@ def test_overview_covers_the_operators_questions() -> None:
         "gateway_gpu_memory_total_bytes",
         "gateway_gpu_utilization_ratio",
         "gateway_translation_requests_total",
+        "gateway_translation_duration_seconds_bucket",
+        "gateway_errors_total",
+        "gateway_workers_alive",
+        "gateway_worker_restarts_total",
+        "gateway_model_process_resident_memory_bytes",
+        "gateway_model_process_cpu_seconds_total",
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_filesystem_avail_bytes",
+        "node_network_receive_bytes_total",
         "gateway_output_quality_score",
         "gateway_output_flags_total",
         "gateway_translation_length_ratio_bucket",
@@ -208,6 +238,30 @@ def test_overview_covers_the_operators_questions() -> None:
     for flag in ("truncated", "empty", "repetition", "copy_through", "script_mismatch", "language_mismatch"):
         assert flag in exprs, flag
     assert "source_lang, target_lang" in exprs
+
+
+def test_slo_dashboard_shows_budget_and_every_burn_window() -> None:
+    exprs = [
+        t["expr"] for p in _panels(_load(ROOT / "deploy/grafana/dashboards/gateway-slo.json")) for t in p["targets"]
+    ]
+    assert "job_model_slo:gateway_slo_error_budget_remaining:ratio" in exprs
+    settings = yaml.safe_load((ROOT / "deploy/prometheus/slo/slos.yml").read_text())
+    windows = {
+        w for kind in settings["alerts"].values() for pair in kind["windows"] for w in (pair["long"], pair["short"])
+    }
+    for window in windows:
+        ratio = f"job_model_slo:gateway_slo_errors:ratio_rate{window}"
+        burn = f"{ratio} / on (slo) group_left () gateway_slo:error_budget:ratio"
+        assert burn in exprs, window
+
+
+def test_language_pair_heatmap() -> None:
+    panels = _panels(_load(ROOT / "deploy/grafana/dashboards/gateway-overview.json"))
+    (heatmap,) = [p for p in panels if p["type"] == "heatmap"]
+    (target,) = heatmap["targets"]
+    assert "gateway_translation_duration_seconds_bucket" in target["expr"]
+    assert "by (source_lang, target_lang, le)" in target["expr"]
+    assert target["legendFormat"] == "{{source_lang}}→{{target_lang}}"
 
 
 def test_model_detail_filters_by_model() -> None:

@@ -48,7 +48,7 @@ def _assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_there_is_something_to_check() -> None:
-    assert [p.name for p in RULE_FILES] == ["alerts.yml", "recording.yml"]
+    assert [p.name for p in RULE_FILES] == ["alerts.yml", "recording.yml", "slo.yml"]
     assert RULE_TEST_FILES, "no promtool unit tests in deploy/prometheus/tests"
 
 
@@ -97,18 +97,19 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _rule_names(rules_file: str, kind: str) -> set[str]:
-    """The names of the rules of one kind ("alert" or "record") in a shipped rules file."""
+def _rule_names(kind: str) -> set[str]:
+    """The names of the rules of one kind ("alert" or "record") in the shipped rule files."""
     return {
         rule[kind]
-        for group in _load_yaml(PROM_DIR / "rules" / rules_file)["groups"]
+        for rules_file in RULE_FILES
+        for group in _load_yaml(rules_file)["groups"]
         for rule in group["rules"]
         if kind in rule
     }
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
-    alerts = _rule_names("alerts.yml", "alert")
+    alerts = _rule_names("alert")
     firing: set[str] = set()
     silent: set[str] = set()
     for test_file in RULE_TEST_FILES:
@@ -120,7 +121,7 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
 
 
 def test_every_recording_rule_has_a_unit_test() -> None:
-    records = _rule_names("recording.yml", "record")
+    records = _rule_names("record")
     tested: set[str] = set()
     for test_file in RULE_TEST_FILES:
         for case in _load_yaml(test_file).get("tests", []):

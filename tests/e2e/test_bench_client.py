@@ -9,17 +9,13 @@ queued request whose client gave up freeing its queue slot at once, while the wo
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from http_load import Connection
+from bench.gateway_process import ServerProcess
+from bench.http_load import Connection
 
 
 async def until_cancelled(admin: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ The module starts
 - a real ``alertmanager`` with the shipped deploy/alertmanager/alertmanager.yml (webhook URL pointed at this test,
   group_wait/group_interval shortened),
 - the shipped webhook receiver (deploy/alert-webhook/receiver.py), in a thread, recording what it gets,
+- a real node-exporter (Debian: ``prometheus-node-exporter``) for the host layer's panels and rules,
 
 all on 127.0.0.1 with free ports and storage in a temporary directory, and drives real traffic. Then:
 1. every Grafana panel query (``$model`` -> ``.*``, ``$__rate_interval`` -> ``1m``, ``$__range`` -> ``5m``) is valid
@@ -14,13 +15,15 @@ all on 127.0.0.1 with free ports and storage in a temporary directory, and drive
    device-memory series exist (this machine has no GPU);
 2. every rule evaluates without error, and every metric the rules read exists in the real exposition;
 3. injected model errors (``POST /admin/faults``) make the requests fail (500, then 503 once the breaker opens)
-   and GatewayCircuitBreakerOpen and GatewayHighErrorRatio reach the webhook as firing, within a bounded time;
+   and GatewayCircuitBreakerOpen, GatewayHighErrorRatio and the availability SLO's fast-burn page
+   (GatewayAvailabilityFastBurn) reach the webhook as firing, within a bounded time;
 4. an injected ``degrade`` fault (answers 200 with nothing) brings GatewayOutputQualityLow to the webhook as
-   firing while the breaker stays closed and ``/ready`` 200. The gateway runs its canary every second, so the
-   canary panels and rules have data too.
+   firing while the breaker stays closed and ``/ready`` 200. The gateway runs its canary every second (a
+   generation case only, so that the error faults above touch one model), so the canary panels and rules have
+   data too.
 
-Needs ``prometheus`` and ``alertmanager`` (Debian: ``prometheus-alertmanager``) on PATH: skipped without them,
-failed without them when ``CI`` is set. Every wait is bounded.
+Needs ``prometheus``, ``alertmanager`` (Debian: ``prometheus-alertmanager``) and node-exporter on PATH: skipped
+without them, failed without them when ``CI`` is set. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ LOOPBACK = "127.0.0.1"
 DEVICE_METRIC_PREFIXES = ("gateway_gpu_", "gateway_torch_memory_")
 
 # The alerts the injected faults must fire, and the longest wait for them after the first fault.
-FAULT_ALERTS = {"GatewayCircuitBreakerOpen", "GatewayHighErrorRatio"}
+FAULT_ALERTS = {"GatewayCircuitBreakerOpen", "GatewayHighErrorRatio", "GatewayAvailabilityFastBurn"}
 QUALITY_ALERT = "GatewayOutputQualityLow"
 ALERT_DEADLINE_S = 150.0
 
@@ -207,10 +210,11 @@ class Stack:
         )
 
 
-def _prometheus_config(gateway_port: int, prometheus_port: int, alertmanager_port: int) -> dict[str, Any]:
+def _prometheus_config(ports: dict[str, int]) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    targets = {"gateway": f"{LOOPBACK}:{gateway_port}", "prometheus": f"{LOOPBACK}:{prometheus_port}"}
+    alertmanager_port = ports["alertmanager"]
+    targets = {job: f"{LOOPBACK}:{ports[job]}" for job in ("gateway", "prometheus", "node")}
     assert {job["job_name"] for job in config["scrape_configs"]} == set(targets)
     for job in config["scrape_configs"]:
         for key in ("scrape_interval", "scrape_timeout"):
@@ -273,8 +277,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     alertmanager_bin = _binary("alertmanager", "prometheus-alertmanager")
 
     tmp = tmp_path_factory.mktemp("stack")
-    ports = {name: _free_port() for name in ("gateway", "prometheus", "alertmanager", "webhook")}
-    logs = {name: tmp / f"{name}.log" for name in ("gateway", "prometheus", "alertmanager")}
+    node_exporter_bin = _binary("prometheus-node-exporter", "node_exporter")
+    ports = {name: _free_port() for name in ("gateway", "prometheus", "alertmanager", "webhook", "node")}
+    logs = {name: tmp / f"{name}.log" for name in ("gateway", "prometheus", "alertmanager", "node")}
     processes: list[subprocess.Popen[bytes]] = []
 
     # the shipped webhook receiver, in-process
@@ -322,11 +327,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prom_dir = tmp / "prometheus"
         shutil.copytree(DEPLOY / "prometheus" / "rules", prom_dir / "rules")
         prom_config = prom_dir / "prometheus.yml"
-        prom_config.write_text(
-            yaml.safe_dump(
-                _prometheus_config(ports["gateway"], ports["prometheus"], ports["alertmanager"]), sort_keys=False
-            )
-        )
+        prom_config.write_text(yaml.safe_dump(_prometheus_config(ports), sort_keys=False))
         for shipped in (DEPLOY / "prometheus" / "rules").glob("*.yml"):
             assert (prom_dir / "rules" / shipped.name).read_bytes() == shipped.read_bytes()
         prom_args = [
@@ -337,14 +338,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ]
         processes.append(_start("prometheus", prom_args, logs["prometheus"]))
 
+        node_args = [node_exporter_bin, f"--web.listen-address={LOOPBACK}:{ports['node']}"]
+        processes.append(_start("node", node_args, logs["node"]))
+
         def all_ready() -> bool:
-            for process, name in zip(processes, ("gateway", "alertmanager", "prometheus"), strict=True):
+            for process, name in zip(processes, ("gateway", "alertmanager", "prometheus", "node"), strict=True):
                 if process.poll() is not None:
                     raise AssertionError(f"{name} exited with {process.returncode}\n{_tail(logs[name])}")
             return (
                 _ok(client, f"{stack.gateway}/ready")
                 and _ok(client, f"{stack.alertmanager}/-/ready")
                 and _ok(client, f"{stack.prometheus}/-/ready")
+                and _ok(client, f"http://{LOOPBACK}:{ports['node']}/metrics")
             )
 
         try:
@@ -357,6 +362,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert {g["name"] for g in rule_groups} == {
             "gateway-recording",
             "gateway-alerts",
+            "gateway-slo-recording",
+            "gateway-slo-alerts",
             "gateway-quality-recording",
             "gateway-quality-alerts",
         }
@@ -374,6 +381,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert stack.translate("en", "de").status_code == 200
             assert stack.translate("en", "fr").status_code == 200
             assert stack.translate("en", "zh").status_code == 200  # the demo model answers in Latin letters
+            # a bad request: an error type for the error panels (never a server error)
+            bad = stack.client.post(f"{stack.gateway}/generate", json={"inputs": "x", "parameters": {"top_p": 7}})
+            assert bad.status_code == 422
             time.sleep(0.5)
 
         yield stack
@@ -447,6 +457,9 @@ def test_rules_evaluate_and_read_real_metrics(stack: Stack) -> None:
         "job_model:gateway_time_to_first_token_seconds:p95_5m",
         "job_model:gateway_queue_utilization:ratio",
         "job_route_model:gateway_request_duration_seconds:p95_5m_avg_1h",
+        "job_model_slo:gateway_slo_errors:ratio_rate5m",
+        "job_model_slo:gateway_slo_errors:ratio_rate3d",
+        "job_model_slo:gateway_slo_error_budget_remaining:ratio",
     ):
         result = stack.query(name)
         assert result, name

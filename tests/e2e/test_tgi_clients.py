@@ -3,7 +3,6 @@ and `huggingface_hub.InferenceClient`, plain and streamed, with details."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,26 +10,13 @@ from huggingface_hub import InferenceClient
 from text_generation import AsyncClient, Client
 from text_generation.errors import ValidationError
 
-from tests.conftest import ServerProcess, free_port
+from bench.gateway_process import ServerProcess, running, start_gateway
 
 
 @pytest.fixture(scope="module")
 def server(demo_cache_dir) -> Iterator[ServerProcess]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(
-        {
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_DEMO_CACHE_DIR": str(demo_cache_dir),
-            "HF_HUB_OFFLINE": "1",
-        }
-    )
-    proc = ServerProcess(env, port)
-    try:
-        proc.wait_ready()
+    with running(start_gateway(demo_cache_dir, env={"HF_HUB_OFFLINE": "1"})) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_text_generation_client_generate_and_stream(server):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
+from gateway.logs import ACCESS_LOGGER, json_formatter
 from gateway.settings import Settings
 
 
@@ -62,3 +65,23 @@ def app_client(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
                 yield client, app
 
     return open_client
+
+
+@pytest.fixture
+def access_log() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The access log as the real JSON formatter writes it; call the fixture's value to parse what came so far."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(json_formatter())
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield lambda: [json.loads(line) for line in lines]
+    logger.removeHandler(handler)
+    logger.setLevel(old)

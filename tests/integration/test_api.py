@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +14,6 @@ from transformers import AutoTokenizer
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.engine import transformers_factory
-from gateway.logs import ACCESS_LOGGER, json_formatter
 from gateway.settings import DEFAULT_TRANSLATION_TEMPLATE
 
 
@@ -443,26 +440,6 @@ async def test_request_id_is_propagated_or_made(app_client):
         # A header that could inject into logs is replaced, not echoed.
         r = await client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
         assert r.headers["x-request-id"] != "bad id\twith spaces"
-
-
-@pytest.fixture
-def access_log() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The access log as the real JSON formatter writes it; call the fixture's value to parse what came so far."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Collect()
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield lambda: [json.loads(line) for line in lines]
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 REQUIRED_LOG_FIELDS = {

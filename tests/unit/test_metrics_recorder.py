@@ -10,6 +10,7 @@ from prometheus_client.samples import Sample
 
 from gateway.stats import BatchRecord, RequestRecord
 from metrics import Instruments, PrometheusRecorder
+from metrics.recorder import known_error_types
 
 MODEL = "gpt2"
 TRANSLATOR = "Helsinki-NLP/opus-mt-en-zh"
@@ -30,6 +31,7 @@ CONTRACT_LABELS = {
     "gateway_circuit_breaker_transitions": {"model", "to_state"},
     "gateway_translation_requests": {"source_lang", "target_lang", "status"},
     "gateway_translation_duration_seconds": {"source_lang", "target_lang"},
+    "gateway_errors": {"model", "error_type"},
 }
 
 
@@ -201,6 +203,7 @@ def test_label_sets_are_exactly_the_contracts(registry: CollectorRegistry, recor
     recorder.request_finished(generate_record(route="/translate", source_lang="en", target_lang="de"))
     recorder.batch_finished(BatchRecord(model=MODEL, size=2, inference_s=0.1, ok=True))
     recorder.breaker_transition(MODEL, "open")
+    recorder.request_finished(generate_record(status="server_error", error_type="model_error"))
 
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -250,6 +253,7 @@ def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistr
         "model": {MODEL, TRANSLATOR, "other"},
         "source_lang": {*LANGUAGES, "other"},
         "target_lang": {*LANGUAGES, "other"},
+        "error_type": {*known_error_types(), "other"},
     }
     # The most samples these label sets allow: per family, the product of the allowed values of its labels
     # times the samples of one series (a counter: _total and _created; a histogram: its buckets, _count,
@@ -269,6 +273,44 @@ def test_random_ids_and_languages_keep_series_bounded(registry: CollectorRegistr
             combinations *= len(allowed[label])
         bound += combinations * per_series
 
-    assert before == 0
+    # only the series born at zero for each configured model (worker restarts, errors by type) exist up front
+    assert before == 2 * 2 * (1 + len(known_error_types()))
     assert 0 < after <= after_more <= bound < 10_000
     assert after_more - after < 0.01 * 10_000  # the second 10,000 records add (almost) nothing
+
+
+def test_errors_by_type(registry: CollectorRegistry, recorder: PrometheusRecorder) -> None:
+    recorder.request_finished(generate_record())  # a success counts no error
+    recorder.request_finished(generate_record(status="server_error", error_type="out_of_memory"))
+    recorder.request_finished(generate_record(status="server_error", error_type="out_of_memory"))
+    recorder.request_finished(generate_record(status="rejected", error_type="queue_full", model=TRANSLATOR))
+    recorder.request_finished(generate_record(status="client_error", error_type="not_found", model=""))
+    recorder.request_finished(generate_record(status="server_error", error_type="made up " + str(uuid.uuid4())))
+
+    assert value(registry, "gateway_errors_total", model=MODEL, error_type="out_of_memory") == 2
+    assert value(registry, "gateway_errors_total", model=TRANSLATOR, error_type="queue_full") == 1
+    assert value(registry, "gateway_errors_total", model="other", error_type="not_found") == 1
+    assert value(registry, "gateway_errors_total", model=MODEL, error_type="other") == 1
+    total = sum(s.value for s in samples(registry) if s.name == "gateway_errors_total")
+    assert total == 5
+
+
+def test_known_error_types_are_the_error_tree() -> None:
+    from gateway import errors
+
+    tree = {
+        cls.error_type
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.GatewayError)
+    }
+    assert tree >= {"out_of_memory", "worker_stalled", "model_error", "queue_full", "circuit_open", "timeout"}
+    assert known_error_types() == tree | {"not_found", "method_not_allowed", "http_error"}
+
+
+def test_restarts_and_errors_start_at_zero_for_each_model(
+    registry: CollectorRegistry, recorder: PrometheusRecorder
+) -> None:
+    for model in (MODEL, TRANSLATOR):
+        assert value(registry, "gateway_worker_restarts_total", model=model) == 0
+        assert value(registry, "gateway_errors_total", model=model, error_type="out_of_memory") == 0
+    assert value(registry, "gateway_worker_restarts_total", model="other") is None

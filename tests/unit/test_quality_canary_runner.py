@@ -56,6 +56,9 @@ async def test_one_round_reports_pass_fail_error() -> None:
     assert records[3].chrf == pytest.approx(100.0)
     assert all(r.finished_at == 1e9 for r in records)
     assert runner.last["wrong"].result == "fail"
+    assert runner.status("m1") == ("fail", 0.5)
+    assert runner.status("m2") == ("error", 0.0)
+    assert runner.status("nobody") == (None, None)
 
 
 async def test_a_slow_answer_is_an_error() -> None:

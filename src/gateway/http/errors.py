@@ -89,8 +89,16 @@ def error_response(error: GatewayError, request: Request) -> JSONResponse:
     )
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "dict[str,float]"})
+
+
 def _field(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    """The field a validation error is about; pydantic's tags for the branches of a union are left out."""
+    parts = [
+        str(p)
+        for p in loc
+        if p != "body" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or p.startswith("function-")))
+    ]
     return ".".join(parts) or "body"
 
 

@@ -104,8 +104,11 @@ async def stream_answer(gateway: Gateway, request: Request, body: GenerateReques
     timeout_s = gateway.timeout_for(body.parameters.timeout_s)
     record.streamed = True
     events = gateway.stream([body.inputs], params, timeout_s)
-    # Admission errors (429, 503, 413) must be real statuses, so the first step runs before the 200 goes out.
-    first = await events.__anext__()
+    # Admission errors (429, 503, 413), and a deadline passed before the first token, must be real statuses: the
+    # stream starts with its first token.
+    first = await anext(events)
+    if first.admitted:
+        first = await anext(events)
     prefix = body.inputs if body.parameters.return_full_text else ""
     logged_inputs = body.inputs if gateway.settings.log_payloads else None
     return StreamingResponse(

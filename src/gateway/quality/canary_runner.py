@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,8 @@ from gateway.stats import CanaryRecord
 __all__ = ["CanaryAnswer", "CanaryRunner", "CanarySink"]
 
 log = logging.getLogger("gateway.canary")
+
+RECENT = 20  # checks per model in ``status``'s pass ratio
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class CanaryRunner:
         self.wall = wall
         self.sleep = sleep
         self.last: dict[str, CanaryRecord] = {}  # the latest record of each case, by case name
+        self._recent: dict[str, deque[CanaryRecord]] = {}  # the last RECENT records of each model
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -83,9 +87,18 @@ class CanaryRunner:
         for case in self.cases:
             record = await self._check(case)
             self.last[case.name] = record
+            self._recent.setdefault(record.model, deque(maxlen=RECENT)).append(record)
             self.sink.canary_finished(record)
             records.append(record)
         return records
+
+    def status(self, model: str) -> tuple[str | None, float | None]:
+        """(the model's last result, the pass ratio of its last ``RECENT`` checks); (None, None) before any:
+        the status page's canary input."""
+        recent = self._recent.get(model)
+        if not recent:
+            return None, None
+        return recent[-1].result, sum(r.result == "pass" for r in recent) / len(recent)
 
     async def _check(self, case: CanaryCase) -> CanaryRecord:
         started = self.clock()
