@@ -34,7 +34,7 @@ async def test_model_process_memory_cpu_and_threads(app_client):
     async with app_client(model_process=True) as (client, app):
         assert (await gen(client, max_new_tokens=4)).status_code == 200
         m = await metrics(client)
-        pids = app.state.engine.model_pids()
+        pids = app.gateway.engine.model_pids()
     assert set(pids) == {GEN, TRANS}
     assert all(pid and pid != os.getpid() for pid in pids.values())
     for model in (GEN, TRANS):
@@ -47,5 +47,5 @@ async def test_model_process_memory_cpu_and_threads(app_client):
 async def test_thread_mode_reports_the_gateway_process(app_client):
     async with app_client(model_process=False) as (client, app):
         m = await metrics(client)
-        assert app.state.engine.model_pids() == {GEN: os.getpid(), TRANS: os.getpid()}
+        assert app.gateway.engine.model_pids() == {GEN: os.getpid(), TRANS: os.getpid()}
     assert sample(m, "gateway_model_process_resident_memory_bytes", model=GEN) > 0

@@ -48,7 +48,7 @@ def test_gauges_and_document_agree() -> None:
 
 async def test_a_fault_on_the_real_app_turns_the_board_critical(app_client) -> None:
     async with app_client(enable_faults=True, breaker_failure_threshold=5) as (client, app):
-        engine = app.state.engine
+        engine = app.gateway.engine
         board = StatusBoard(RequestWindow(), snapshots=engine.snapshots, infos=engine.model_infos, version="t")
         before = board.gauges()
         assert before[DEMO_CAUSAL_ID] == (100.0, 0) and before["overall"] == (100.0, 0)

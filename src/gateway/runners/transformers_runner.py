@@ -9,7 +9,7 @@ hands a group of rows (one submission, equal sampling settings) to the decode lo
   ``generate`` call, with per-row stopping through a stopping criterion.
 
 Either way each row stops at its own ``max_new_tokens``, stop sequences, EOS, cancellation or deadline, and is
-answered that step. torch is imported by this module and ``causal_batch`` only.
+answered that step. torch is imported by this module, ``causal_batch`` and ``logits`` only.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -35,7 +36,7 @@ from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
-from gateway.runners.logits import Degrade, LogprobStash
+from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
 
@@ -90,6 +91,8 @@ class _StaticTracker(StoppingCriteria):
         for state in self.states:
             state.batch_size = len(rows)
         self.stash = stash
+        wants = [s.top_logprobs for s in self.states]
+        self._wants = wants if any(wants) else None  # rows' ``top_logprobs``, when any row asks
         # generate() pads finished rows when an EOS criterion is present; this attribute marks us as one.
         self.eos_token_id = list(tracker.eos_ids)
         self._active = list(range(len(self.states)))  # rows still generating
@@ -98,15 +101,18 @@ class _StaticTracker(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         now = time.monotonic()
         last = input_ids[:, -1].tolist()
-        logprobs = None
-        if self.stash.last is not None:
-            logprobs = self.stash.last.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
+        logprobs = tops = None
+        distribution = self.stash.last
+        if distribution is not None:
+            logprobs = distribution.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
+            if self._wants is not None:
+                tops = top_alternatives(distribution, self._wants)
         states = self.states
         finished = False
         step = self.tracker.step
         for i in self._active:
             state = states[i]
-            step(state, last[i], None if logprobs is None else logprobs[i], now)
+            step(state, last[i], None if logprobs is None else logprobs[i], now, None if tops is None else tops[i])
             finished = finished or state.done
         if finished or self._done is None:
             # Rebuilt only when a row finishes: this runs at every step of every batch.
@@ -249,7 +255,7 @@ class TransformersRunner(ModelFiles):
         self.model.to(self.device)
         self.model.eval()
         self.tracker = RowTracker(
-            self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids
+            self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids, self.token_text
         )
         self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
         self._lock = threading.Lock()
@@ -327,13 +333,18 @@ class TransformersRunner(ModelFiles):
                 seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             torch.manual_seed(seed)
         tracker = _StaticTracker(self.tracker, rows, stash, seed)
+        # After generate's own repetition penalty and before its warpers: the order of the continuous batch.
+        processors: list[LogitsProcessor] = [LogitBias(sampling.logit_bias)] if sampling.logit_bias else []
+        penalties = Penalties(sampling.presence_penalty, sampling.frequency_penalty)
+        if penalties.active:
+            processors.append(penalties)
+        if degrade is not None:
+            processors.append(Degrade(degrade, self.first_eos_id))  # last: it overrides every other choice
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.params.max_new_tokens for r in rows),
             "do_sample": sampling.do_sample,
             "pad_token_id": self.pad_id,
-            "logits_processor": LogitsProcessorList(
-                [stash] if degrade is None else [Degrade(degrade, self.first_eos_id), stash]
-            ),
+            "logits_processor": LogitsProcessorList([*processors, stash]),
             "stopping_criteria": StoppingCriteriaList([tracker]),
         }
         if sampling.do_sample:

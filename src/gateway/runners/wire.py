@@ -126,12 +126,13 @@ def _sampling_from_json(data: dict[str, Any]) -> SamplingParams:
 
 def token_to_json(token: Token) -> list[Any]:
     if token.top:
-        return [token.id, token.text, token.logprob, token.special, [[t.id, t.text, t.logprob] for t in token.top]]
+        top = [[t.id, t.text, t.logprob, t.special] for t in token.top]
+        return [token.id, token.text, token.logprob, token.special, top]
     return [token.id, token.text, token.logprob, token.special]
 
 
 def token_from_json(data: list[Any]) -> Token:
-    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2])) for t in data[4]) if len(data) > 4 else ()
+    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2]), bool(t[3])) for t in data[4]) if len(data) > 4 else ()
     return Token(int(data[0]), str(data[1]), data[2], bool(data[3]), top)
 
 

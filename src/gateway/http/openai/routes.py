@@ -22,9 +22,8 @@ from gateway.http.disconnect import until_disconnect
 from gateway.http.openai.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.http.openai.serving import (
     chat_messages,
-    chat_response,
-    completion_response,
     params_for,
+    response,
     wants_logprobs,
 )
 from gateway.http.openai.streaming import StreamShape, openai_events
@@ -94,11 +93,16 @@ async def _answer(
     if not body.stream:
         result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model))
         record.add(result.stats)
-        if chat:
-            answer = chat_response(record.request_id, model, result.outputs, result.stats, logprobs, params.stop)
-        else:
-            outputs, stats = result.outputs, result.stats
-            answer = completion_response(record.request_id, model, outputs, stats, logprobs, body.n, params.stop)
+        answer = response(
+            chat,
+            record.request_id,
+            model,
+            result.outputs,
+            result.stats,
+            logprobs=logprobs,
+            copies=body.n,
+            stops=params.stop,
+        )
         return JSONResponse(answer)
     record.streamed = True
     events = gateway.stream(rows, params, timeout_s, model)
