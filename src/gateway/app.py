@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway import __version__
+from gateway.canary import build_canary, run_when_loaded
 from gateway.engine import Engine, RunnerFactory, model_ids
 from gateway.gateway import Gateway
 from gateway.health import RequestWindow
@@ -37,6 +38,7 @@ from gateway.http.shedding import LoadShedding
 from gateway.http.status import status_router
 from gateway.http.tgi import tgi_router
 from gateway.languages import LANGUAGE_NAMES
+from gateway.quality.canary_runner import CanaryRunner
 from gateway.settings import Settings
 from gateway.stats import FanOut, StatsSink
 from gateway.status_board import StatusBoard
@@ -76,28 +78,15 @@ def create_app(
     window = RequestWindow(settings.health_window_s, clock=clock)
     sink = FanOut(recorder, window)
     gateway = Gateway(Engine(settings, sink, runner_factory=runner_factory, clock=clock))
+    canary = build_canary(gateway, sink)
     gpu = GPUCollector()
-    board = _status_board(gateway, window, gpu, clock)
+    board = _status_board(gateway, window, gpu, canary, clock)
     _register_collectors(registry, gateway, settings, gpu, board)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("gateway starting", extra={"version": __version__, "demo_models": settings.uses_demo_models})
-        loading = asyncio.create_task(gateway.start(), name="load-models")
-        try:
-            yield
-        finally:
-            if not loading.done():
-                loading.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loading
-            await gateway.close()
-            log.info("gateway stopped")
 
     app = GatewayApp(
         title="LLM inference gateway",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=_lifespan(gateway, canary, settings),
         description="TGI-compatible text generation and translation in front of Hugging Face models.",
         # Prometheus and the JSON access log are the gateway's telemetry. FastAPI's native OpenTelemetry looks up
         # the global providers on every request even when none is configured; it runs only when asked for.
@@ -122,11 +111,40 @@ def create_app(
     return app
 
 
+def _lifespan(
+    gateway: Gateway, canary: CanaryRunner | None, settings: Settings
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Load the models in the background (``/health`` answers meanwhile, ``/ready`` says not yet), run the canary
+    once they are loaded, and close everything on the way out."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("gateway starting", extra={"version": __version__, "demo_models": settings.uses_demo_models})
+        loading = asyncio.create_task(gateway.start(), name="load-models")
+        watching = None if canary is None else asyncio.create_task(run_when_loaded(loading, canary), name="canary")
+        try:
+            yield
+        finally:
+            for task in (watching, loading):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await gateway.close()
+            log.info("gateway stopped")
+
+    return lifespan
+
+
 def _status_board(
-    gateway: Gateway, window: RequestWindow, gpu: GPUCollector, clock: Callable[[], float]
+    gateway: Gateway,
+    window: RequestWindow,
+    gpu: GPUCollector,
+    canary: CanaryRunner | None,
+    clock: Callable[[], float],
 ) -> StatusBoard:
-    """The health score's and the status page's one reader. The quality score and the canary are not wired yet:
-    absent, they leave their components out of the score (docs/health.md)."""
+    """The health score's and the status page's one reader. Quality off, or no canary: those components are
+    absent and left out of the score (docs/health.md)."""
     return StatusBoard(
         window,
         snapshots=gateway.snapshots,
@@ -134,6 +152,8 @@ def _status_board(
         version=__version__,
         state=gateway.model_state,
         gpu_memory=gpu.fullest_memory,
+        quality_score=gateway.quality_score,
+        canary=canary.status if canary is not None else (lambda model: (None, None)),
         clock=clock,
     )
 

@@ -3,7 +3,9 @@
 Nothing above it knows the engine, the services, the schedulers or the runners. A request goes in as a prompt
 (or segments) with domain ``GenerationParams`` and a timeout; it comes back as a ``Generation`` (outputs and the
 ``RequestStats`` measured on the way) or, streamed, as ``StreamEvent``s, the last one carrying the output and
-the stats. Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP layer maps it to a status.
+the stats. Every finished answer is assessed for output quality (``gateway.quality``: flags, a score, the
+model's rolling score) into ``stats.quality``, except the canary's; quality never moves the breaker or readiness.
+Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP layer maps it to a status.
 
     adapter (http/) --generate/stream/translate--> Gateway --> ModelService (admission, breaker, queue)
                                                                  --> ModelScheduler (feeder) --> runner
@@ -11,6 +13,7 @@ the stats. Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP la
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from typing import Any
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine, LoadState
 from gateway.errors import BadRequest, Draining, GatewayError, InvalidRequest, ModelNotFound, NotReady
+from gateway.languages import LANGUAGE_NAMES
+from gateway.quality import OutputSample, QualityMonitor, Segment
 from gateway.runners.faults import FaultPlan
 from gateway.service import Generation, ModelService, StreamEvent
 from gateway.settings import Settings
@@ -53,27 +58,74 @@ class Gateway:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings: Settings = engine.settings
+        s = self.settings
+        self.quality: QualityMonitor | None = None
+        if s.quality_enabled:
+            self.quality = QualityMonitor.build(
+                window=s.quality_window,
+                threshold=s.quality_threshold,
+                langid_rate=s.quality_langid_rate,
+                languages=s.translation_languages or LANGUAGE_NAMES.keys(),
+            )
 
     # -- serving --
 
     async def generate(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        *,
+        evaluate: bool = True,
     ) -> Generation:
         """The rows of one request (one per prompt), admitted and answered together; outputs in prompt order.
 
-        ``model``: a served model id (``resolve_model``); None: the generation model.
+        ``model``: a served model id (``resolve_model``); None: the generation model. ``evaluate``: assess the
+        answers' quality into ``stats.quality`` (off for the canary's requests).
         """
-        return await self._service(model).generate(prompts, [params] * len(prompts), timeout_s)
+        result = await self._service(model).generate(prompts, [params] * len(prompts), timeout_s)
+        if evaluate:
+            await self._assess(result.stats, [_segment(o) for o in result.outputs])
+        return result
 
     def stream(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        *,
+        evaluate: bool = True,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Each row's admission, its tokens as they are chosen, then its output with its stats
         (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
         is yielded."""
         service = self._service(model)
         streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
-        return streams[0] if len(streams) == 1 else merge_streams(streams)
+        events = streams[0] if len(streams) == 1 else merge_streams(streams)
+        return self._assessed(events) if evaluate and self.quality is not None else events
+
+    async def _assessed(self, events: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[StreamEvent, None]:
+        """The stream, each row's final event assessed (its stats' ``quality``) before it goes out."""
+        try:
+            async for event in events:
+                if event.output is not None and event.stats is not None:
+                    await self._assess(event.stats, [_segment(event.output)])
+                yield event
+        finally:
+            await events.aclose()
+
+    async def _assess(
+        self,
+        stats: RequestStats,
+        segments: list[Segment],
+        source_lang: str | None = None,
+        target_lang: str | None = None,
+    ) -> None:
+        if self.quality is not None:
+            sample = OutputSample(stats.model, segments, source_lang, target_lang)
+            stats.quality = await self.quality.assess(sample)
 
     def resolve_model(self, name: str) -> str:
         """The served model a client names: a served id selects that model; any other name the generation model,
@@ -105,7 +157,14 @@ class Gateway:
         return prompt
 
     async def translate(
-        self, segments: Sequence[str], source_lang: str, target_lang: str, params: GenerationParams, timeout_s: float
+        self,
+        segments: Sequence[str],
+        source_lang: str,
+        target_lang: str,
+        params: GenerationParams,
+        timeout_s: float,
+        *,
+        evaluate: bool = True,
     ) -> Translation:
         """Translate segments as rows of one request; an unsupported language is a 422 naming it."""
         if len(segments) > self.settings.max_translation_segments:
@@ -113,6 +172,9 @@ class Gateway:
         translator = self._translator()
         source, target = translator.check_languages(source_lang, target_lang)
         result = await translator.translate(segments, source, target, params, timeout_s)
+        if evaluate:
+            parts = [_segment(o, text) for text, o in zip(segments, result.outputs, strict=True)]
+            await self._assess(result.stats, parts, source, target)
         return Translation(result.outputs, result.stats, source, target)
 
     def timeout_for(self, requested: float | None) -> float:
@@ -168,6 +230,10 @@ class Gateway:
     def torch_memory(self) -> list[tuple[str, float, float]]:
         return self.engine.torch_memory()
 
+    def quality_score(self, model: str) -> float | None:
+        """The model's rolling output-quality score; None with quality off or before any answer."""
+        return None if self.quality is None else self.quality.scores.mean(model)
+
     def model_pids(self) -> dict[str, int | None]:
         """The process id running each model's decode loop (the model process, or this one)."""
         return self.engine.model_pids()
@@ -208,6 +274,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.engine.start()
+        if self.quality is not None:
+            await asyncio.to_thread(self.quality.load)  # after the models: readiness does not wait for it
 
     async def close(self) -> None:
         await self.engine.close()
@@ -232,12 +300,13 @@ class Gateway:
     # -- fault switch --
 
     def set_fault(
-        self, kind: str, *, count: int | None, ratio: float | None, seconds: float
+        self, kind: str, *, count: int | None, ratio: float | None, seconds: float, output: str = "repeat"
     ) -> dict[str, object] | None:
-        """Make the runners fail the next ``count`` submissions (or a ``ratio`` of them) that way."""
+        """Make the runners fail the next ``count`` submissions (or a ``ratio`` of them) that way (``degrade``:
+        answer with degenerate ``output``, ``repeat`` or ``empty``)."""
         if (count is None) == (ratio is None):
             raise InvalidRequest("give exactly one of count and ratio")
-        self.engine.faults.set(FaultPlan(kind=kind, count=count, ratio=ratio, seconds=seconds))
+        self.engine.faults.set(FaultPlan(kind=kind, count=count, ratio=ratio, seconds=seconds, output=output))
         return self.engine.faults.describe()
 
     def clear_fault(self) -> None:
@@ -255,6 +324,10 @@ class Gateway:
         if self.engine.translator is None:
             raise NotReady(retry_after=5.0)
         return self.engine.translator
+
+
+def _segment(output: GenerationOutput, source: str | None = None) -> Segment:
+    return Segment(output.text, [t.id for t in output.tokens], output.finish_reason.value, source)
 
 
 def _model_json(info: ModelInfo) -> dict[str, Any]:

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     )
     health_window_s: float = Field(300.0, gt=0, description="the sliding window of the health score, in seconds")
 
+    # Output quality (gateway.quality): signals per response, a rolling score per model, the canary
+    quality_enabled: bool = Field(True, description="evaluate every finished response (flags and a score)")
+    quality_window: int = Field(100, ge=1, description="responses in each model's rolling quality score")
+    quality_threshold: float = Field(0.7, ge=0, le=1, description="rolling quality score below which to warn")
+    quality_langid_rate: float = Field(
+        0.2, ge=0, le=1, description="fraction of translations whose output language is identified (py3langid)"
+    )
+    canary_interval_s: float = Field(0.0, ge=0, description="seconds between canary rounds; 0: no canary")
+    canary_file: Path | None = Field(
+        None, description="canary prompts and expectations (YAML or .jsonl); unset: the built-in demo set"
+    )
+
     # The OpenAI API
     strict_model_names: bool = Field(
         False, description="an unknown `model` on /v1 is a 404 (false: it goes to the default generation model)"

@@ -32,6 +32,18 @@ class RequestStats:
     first_token_s: float | None = None
     batch_size: int | None = None
     finish_reason: str | None = None
+    quality: QualityStats | None = None  # when the answer's quality was evaluated (gateway.quality)
+
+
+@dataclass(frozen=True)
+class QualityStats:
+    """The quality of one request's answer: its flags and score, the model's rolling score after it, and for a
+    translation the output/input length ratio of each segment."""
+
+    flags: tuple[str, ...]
+    score: float
+    rolling_score: float
+    length_ratios: tuple[float, ...] = ()
 
 
 @dataclass
@@ -58,6 +70,7 @@ class RequestRecord:
     error: str | None = None
     streamed: bool = False
     payload: dict[str, object] = field(default_factory=dict)
+    quality: QualityStats | None = None
 
     def add(self, stats: RequestStats) -> None:
         """Copy what the serving path measured into this record."""
@@ -69,6 +82,8 @@ class RequestRecord:
         self.first_token_s = stats.first_token_s
         self.batch_size = stats.batch_size
         self.finish_reason = stats.finish_reason
+        if stats.quality is not None:
+            self.quality = stats.quality
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,36 @@ class BatchRecord:
     size: int
     inference_s: float
     ok: bool
+
+
+@dataclass(frozen=True)
+class QualityRecord:
+    """The quality of one finished response (``gateway.quality``): its flags, its score and the model's rolling
+    score after it. ``length_ratios``: one per translated segment."""
+
+    model: str
+    route: str
+    flags: tuple[str, ...]
+    score: float
+    rolling_score: float
+    source_lang: str | None = None
+    target_lang: str | None = None
+    length_ratios: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class CanaryRecord:
+    """One canary check: ``result`` is ``pass``, ``fail`` (answered, but not as expected) or ``error`` (no
+    answer); ``finished_at`` is wall-clock time (for the last-success gauge); ``chrf`` when a reference was
+    given. ``case`` names the case for logs only, never a label."""
+
+    model: str
+    case: str
+    result: str
+    duration_s: float
+    finished_at: float
+    chrf: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +147,8 @@ class StatsSink(Protocol):
 
     def worker_replaced(self, model: str) -> None: ...
 
+    def canary_finished(self, record: CanaryRecord) -> None: ...
+
 
 class NullSink:
     """A sink that drops everything (for unit tests of domain code)."""
@@ -116,6 +163,9 @@ class NullSink:
         pass
 
     def worker_replaced(self, model: str) -> None:
+        pass
+
+    def canary_finished(self, record: CanaryRecord) -> None:
         pass
 
 
@@ -141,3 +191,7 @@ class FanOut:
     def worker_replaced(self, model: str) -> None:
         for sink in self.sinks:
             sink.worker_replaced(model)
+
+    def canary_finished(self, record: CanaryRecord) -> None:
+        for sink in self.sinks:
+            sink.canary_finished(record)

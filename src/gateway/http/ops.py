@@ -41,7 +41,9 @@ def faults_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     @router.post("")
     async def set_fault(body: FaultRequest) -> dict[str, Any]:
         """Make the model runners fail the next N batches (or a fraction of them)."""
-        fault = gateway.set_fault(body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds)
+        fault = gateway.set_fault(
+            body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds, output=body.output
+        )
         return {"fault": fault}
 
     @router.delete("")

@@ -158,10 +158,11 @@ class TranslateRequest(BaseModel):
 class FaultRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["oom", "error", "stall"]
+    kind: Literal["oom", "error", "stall", "degrade"]
     count: int | None = Field(None, ge=1, le=1_000_000)
     ratio: float | None = Field(None, gt=0.0, le=1.0)
     seconds: float = Field(30.0, gt=0.0, le=3600.0)
+    output: Literal["repeat", "empty"] = "repeat"  # degrade: one repeated token, or nothing
 
 
 # -- responses --

@@ -64,10 +64,17 @@ class Sampler:
 
     Settings left at their defaults cost nothing per step: each adjustment (penalties, bias, warpers) is built
     only when asked for, and the alternatives of ``top_logprobs`` are computed only for the rows that ask.
+
+    ``degrade`` (an injected ``degrade`` fault): ``repeat`` makes every token after a row's first the first one
+    again, ``empty`` makes the first token ``eos_id``.
     """
 
-    def __init__(self, params: SamplingParams, device: torch.device) -> None:
+    def __init__(
+        self, params: SamplingParams, device: torch.device, *, degrade: str | None = None, eos_id: int | None = None
+    ) -> None:
         self.params = params
+        self.degrade = degrade
+        self.eos_id = eos_id
         self.seed: int | None = None
         self.generator: torch.Generator | None = None
         if params.do_sample:
@@ -114,8 +121,16 @@ class Sampler:
             ids = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(1)
         else:
             ids = scores.argmax(dim=-1)
+        if self.degrade is not None:
+            ids = self._degrade(ids, states)
         tops = top_alternatives(logprobs, [s.top_logprobs for s in states])
         return ids, logprobs.gather(1, ids[:, None]).squeeze(1), tops
+
+    def _degrade(self, ids: torch.Tensor, states: Sequence[RowState]) -> torch.Tensor:
+        if self.degrade == "empty" and self.eos_id is not None:
+            return torch.full_like(ids, self.eos_id)
+        forced = [s.ids[0] if s.ids else chosen for s, chosen in zip(states, ids.tolist(), strict=True)]
+        return torch.tensor(forced, dtype=ids.dtype, device=ids.device)
 
 
 def _history(states: Sequence[RowState], device: torch.device) -> torch.Tensor:
@@ -182,7 +197,14 @@ class CausalBatch:
         if sampler.generator is None:
             # Rows that choose without randomness share a sampler when their settings are equal: one choice per
             # step for all of them, however many submissions they came in.
-            sampler = next((s for s in self.samplers if s.generator is None and s.params == sampler.params), sampler)
+            sampler = next(
+                (
+                    s
+                    for s in self.samplers
+                    if s.generator is None and s.params == sampler.params and s.degrade == sampler.degrade
+                ),
+                sampler,
+            )
         states = [self.tracker.start(row, sampler.seed, started) for row in rows]
         ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)

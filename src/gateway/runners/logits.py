@@ -2,10 +2,12 @@
 most likely alternatives of each chosen token (``top_logprobs``).
 
 Both decode paths use these: the continuous batch's ``Sampler`` calls them directly, and the one-``generate`` path
-passes ``LogitBias`` and ``Penalties`` to ``generate`` as logits processors. Values that reach the decode loop are
-made safe here whatever the HTTP layer let through, because one bad row must never fail the rows it is batched
-with: a bias on an id outside the scores is ignored, NaN settings count as unset, and biases and penalties are
-clamped to ``SAFE_LIMIT`` (far beyond what the APIs accept: -100..100 and -2..2).
+passes ``LogitBias`` and ``Penalties`` to ``generate`` as logits processors. That path's own processors live here
+too: ``LogprobStash`` (the log-probabilities a token was chosen from) and ``Degrade`` (an injected ``degrade``
+fault). Values that reach the decode loop are made safe here whatever the HTTP layer let through, because one bad
+row must never fail the rows it is batched with: a bias on an id outside the scores is ignored, NaN settings count
+as unset, and biases and penalties are clamped to ``SAFE_LIMIT`` (far beyond what the APIs accept: -100..100 and
+-2..2).
 """
 
 from __future__ import annotations
@@ -194,3 +196,45 @@ def guard_distribution(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     scores = scores.masked_fill(invalid[:, None], 0.0)
     logprobs = torch.log_softmax(scores, dim=-1).masked_fill(invalid[:, None], float("nan"))
     return scores, logprobs
+
+
+class LogprobStash(LogitsProcessor):
+    """Last in the processor list: keeps the log-probabilities the next token is chosen from."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        safe, self.last = guard_distribution(scores.float())
+        return safe.to(scores.dtype)  # type: ignore[return-value]
+
+
+# LogitsProcessorList.__call__ runs inspect.signature() on every processor at every step; a signature stored on the
+# function is returned at once instead of being rebuilt (a few percent of a small model's step time).
+LogprobStash.__call__.__signature__ = inspect.signature(LogprobStash.__call__)  # type: ignore[attr-defined]
+
+
+class Degrade(LogitsProcessor):
+    """An injected ``degrade`` fault on the one-``generate``-call path: ``repeat`` forces every token after the
+    first to be the first one again, ``empty`` forces end-of-sequence at once."""
+
+    def __init__(self, mode: str, eos_id: int | None) -> None:
+        self.mode = mode
+        self.eos_id = eos_id
+        self.start: int | None = None  # the length of input_ids at the first step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        if self.mode == "empty" and self.eos_id is not None:
+            target = torch.full((scores.shape[0],), self.eos_id, dtype=torch.long, device=scores.device)
+        elif input_ids.shape[1] > self.start:
+            target = input_ids[:, self.start]
+        else:
+            return scores
+        forced = torch.full_like(scores, float("-inf"))
+        forced.scatter_(1, target[:, None], 0.0)
+        return forced  # type: ignore[return-value]
+
+
+Degrade.__call__.__signature__ = inspect.signature(Degrade.__call__)  # type: ignore[attr-defined]

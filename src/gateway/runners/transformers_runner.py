@@ -14,7 +14,6 @@ answered that step. torch is imported by this module, ``causal_batch`` and ``log
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -37,7 +36,7 @@ from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
-from gateway.runners.logits import LogitBias, Penalties, guard_distribution, top_alternatives
+from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
 
@@ -82,26 +81,10 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _CPU_OOM_MARKERS)
 
 
-class _LogprobStash(LogitsProcessor):
-    """Last in the processor list: keeps the log-probabilities the next token is chosen from."""
-
-    def __init__(self) -> None:
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        safe, self.last = guard_distribution(scores.float())
-        return safe.to(scores.dtype)  # type: ignore[return-value]
-
-
-# LogitsProcessorList.__call__ runs inspect.signature() on every processor at every step; a signature stored on the
-# function is returned at once instead of being rebuilt (a few percent of a small model's step time).
-_LogprobStash.__call__.__signature__ = inspect.signature(_LogprobStash.__call__)  # type: ignore[attr-defined]
-
-
 class _StaticTracker(StoppingCriteria):
     """For one ``generate`` call: after every step, hands each row's new token to the ``RowTracker``."""
 
-    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: _LogprobStash, seed: int | None):
+    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: LogprobStash, seed: int | None):
         started = time.monotonic()
         self.tracker = tracker
         self.states = [tracker.start(r, seed, started) for r in rows]
@@ -214,11 +197,15 @@ class _DecodeLoop:
                 self.runner.faults.apply(submission.fault, torch.cuda.OutOfMemoryError)
             if self.stopped:
                 return
+            degrade = submission.fault.degrade if submission.fault is not None else None
             if self.batch is None:
-                self.runner.generate_static(rows)
+                self.runner.generate_static(rows, degrade=degrade)
                 submission.finish(len(rows))
                 return
-            states = self.batch.join(rows, Sampler(rows[0].params.sampling, self.runner.device))
+            sampler = Sampler(
+                rows[0].params.sampling, self.runner.device, degrade=degrade, eos_id=self.runner.first_eos_id
+            )
+            states = self.batch.join(rows, sampler)
         except Exception as exc:
             submission.fail(self.runner.failure(exc))
             return
@@ -330,11 +317,16 @@ class TransformersRunner(ModelFiles):
         log.error("generate failed", extra={"error_type": "model_error", "error": repr(exc)[:500]})
         return ModelError()
 
-    def generate_static(self, rows: Sequence[Row]) -> None:
-        """One ``generate`` call for ``rows``: the path of seq2seq models."""
+    @property
+    def first_eos_id(self) -> int | None:
+        return min(self.tracker.eos_ids) if self.tracker.eos_ids else None
+
+    def generate_static(self, rows: Sequence[Row], *, degrade: str | None = None) -> None:
+        """One ``generate`` call for ``rows``: the path of seq2seq models. ``degrade``: an injected fault's
+        degenerate output (``Degrade``)."""
         sampling = rows[0].params.sampling
         input_ids, attention = pad_rows(rows, self.pad_id, left=not self.is_seq2seq)
-        stash = _LogprobStash()
+        stash = LogprobStash()
         seed = sampling.seed if sampling.do_sample else None
         if sampling.do_sample:
             if seed is None:
@@ -346,6 +338,8 @@ class TransformersRunner(ModelFiles):
         penalties = Penalties(sampling.presence_penalty, sampling.frequency_penalty)
         if penalties.active:
             processors.append(penalties)
+        if degrade is not None:
+            processors.append(Degrade(degrade, self.first_eos_id))  # last: it overrides every other choice
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.params.max_new_tokens for r in rows),
             "do_sample": sampling.do_sample,
