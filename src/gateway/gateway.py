@@ -11,16 +11,20 @@ the stats. Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP la
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine, LoadState
 from gateway.errors import BadRequest, Draining, GatewayError, InvalidRequest, ModelNotFound, NotReady
+from gateway.keys import ApiKey
+from gateway.ratelimit import RateLimiter
 from gateway.runners.faults import FaultPlan
-from gateway.service import Generation, ModelService, StreamEvent
+from gateway.service import Generation, ModelService, StreamEvent, TokenBudget
 from gateway.settings import Settings
 from gateway.stats import GaugeSnapshot, RequestStats
 from gateway.streams import merge_streams
@@ -48,32 +52,55 @@ class Translation:
 
 
 class Gateway:
-    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch."""
+    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch.
 
-    def __init__(self, engine: Engine) -> None:
+    Each serving call takes the caller's ``key`` (None: no keys configured): its limits (``RateLimiter``) hold for
+    the whole request, the token limit at admission, once the prompt is tokenized.
+    """
+
+    def __init__(self, engine: Engine, limiter: RateLimiter | None = None) -> None:
         self.engine = engine
         self.settings: Settings = engine.settings
+        self.limiter = limiter
 
     # -- serving --
 
     async def generate(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        key: ApiKey | None = None,
     ) -> Generation:
         """The rows of one request (one per prompt), admitted and answered together; outputs in prompt order.
 
         ``model``: a served model id (``resolve_model``); None: the generation model.
         """
-        return await self._service(model).generate(prompts, [params] * len(prompts), timeout_s)
+        service = self._service(model)
+        async with self._limits(key) as budget:
+            return await service.generate(prompts, [params] * len(prompts), timeout_s, budget=budget)
 
     def stream(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        key: ApiKey | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Each row's admission, its tokens as they are chosen, then its output with its stats
         (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
         is yielded."""
         service = self._service(model)
-        streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
-        return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        def open_rows(budget: TokenBudget | None) -> AsyncGenerator[StreamEvent, None]:
+            streams = [service.stream(prompt, params, timeout_s, budget) for prompt in prompts]
+            return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        if self.limiter is None or key is None:
+            return open_rows(None)
+        return self._limited_stream(key, open_rows)
 
     def resolve_model(self, name: str) -> str:
         """The served model a client names: a served id selects that model; any other name the generation model,
@@ -96,14 +123,21 @@ class Gateway:
         return prompt
 
     async def translate(
-        self, segments: Sequence[str], source_lang: str, target_lang: str, params: GenerationParams, timeout_s: float
+        self,
+        segments: Sequence[str],
+        source_lang: str,
+        target_lang: str,
+        params: GenerationParams,
+        timeout_s: float,
+        key: ApiKey | None = None,
     ) -> Translation:
         """Translate segments as rows of one request; an unsupported language is a 422 naming it."""
         if len(segments) > self.settings.max_translation_segments:
             raise InvalidRequest(f"text: at most {self.settings.max_translation_segments} segments")
         translator = self._translator()
         source, target = translator.check_languages(source_lang, target_lang)
-        result = await translator.translate(segments, source, target, params, timeout_s)
+        async with self._limits(key) as budget:
+            result = await translator.translate(segments, source, target, params, timeout_s, budget)
         return Translation(result.outputs, result.stats, source, target)
 
     def timeout_for(self, requested: float | None) -> float:
@@ -223,6 +257,23 @@ class Gateway:
         self.engine.faults.clear()
 
     # -- internals --
+
+    def _limits(self, key: ApiKey | None) -> AbstractAsyncContextManager[TokenBudget | None]:
+        if self.limiter is None or key is None:
+            return contextlib.nullcontext(None)
+        return self.limiter.request(key)
+
+    async def _limited_stream(
+        self, key: ApiKey, open_rows: Callable[[TokenBudget | None], AsyncGenerator[StreamEvent, None]]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The rows' stream inside the key's limits: its concurrent slot is held until the stream is closed."""
+        async with self._limits(key) as budget:
+            events = open_rows(budget)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
 
     def _service(self, model: str | None) -> ModelService:
         service = self.engine.services.get(model or self.engine.generation_model_id)

@@ -74,6 +74,8 @@ GPU_LABELS: Final = ("gpu", "name")
 TORCH_LABELS: Final = ("device",)
 MODEL_INFO_LABELS: Final = ("model", "revision", "task", "device", "dtype")
 ERROR_LABELS: Final = ("model", "error_type")
+RATE_LIMITED_LABELS: Final = ("key", "limit")
+ROUTE_LABELS: Final = ("route",)
 
 # --- names of the scrape-time gauges (built fresh on each scrape by metrics.collectors) ----------------
 
@@ -199,6 +201,24 @@ class Instruments:
             "gateway_worker_restarts",
             "Model workers replaced after dying or hanging.",
             MODEL_LABELS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused by a key's rate limit, by the key's name (never the key) and limit (requests, tokens, "
+            "concurrent).",
+            RATE_LIMITED_LABELS,
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures",
+            "Requests refused for a missing or unknown API key, by route (paths outside the app's routes: other).",
+            ROUTE_LABELS,
+            registry=registry,
+        )
+        self.rate_limit_storage_errors = Counter(
+            "gateway_rate_limit_storage_errors",
+            "Rate-limit checks that could not reach their storage (Redis); allowed or denied by setting.",
             registry=registry,
         )
         self.translation_requests = Counter(
