@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway import __version__
@@ -132,6 +133,11 @@ def _declare_security(app: FastAPI, public_paths: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def app_paths(app: FastAPI) -> list[str]:
+    """Every path the app routes (included routers flattened, as the OpenAPI document sees them)."""
+    return [ctx.path for ctx in iter_route_contexts(app.routes) if ctx.path is not None]
+
+
 def _install_middleware(
     app: FastAPI, gateway: Gateway, sink: PrometheusRecorder, settings: Settings, keys: KeyRing
 ) -> None:
@@ -142,7 +148,7 @@ def _install_middleware(
         return "" if role is None else gateway.model_id(role)
 
     # Every path the app answers (for the bounded route label of authentication failures), once all routes exist.
-    sink.known_paths(getattr(route, "path", "") for route in app.routes)
+    sink.known_paths(app_paths(app))
     # add_middleware wraps what is there: the last one added is the outermost.
     app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES)
     app.add_middleware(SizeLimits, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
