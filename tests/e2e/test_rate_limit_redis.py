@@ -24,8 +24,6 @@ from tests.serving_helpers import parse_metrics, sample
 KEY = "shared-secret-key"
 RPM = 4
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
 
 class RedisServer:
     """``redis-server`` on a loopback port, with nothing persisted; stopped and started again on the same port."""
@@ -36,7 +34,9 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        binary = shutil.which("redis-server")
+        assert binary is not None, "redis-server is missing: `make system-deps` installs it (Debian's redis-server)"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.proc = subprocess.Popen([*argv, "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
         until = time.monotonic() + 10
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
