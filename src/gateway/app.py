@@ -73,10 +73,7 @@ def create_app(
         routes=ROUTES.metered,
         keys=keys.names,
     )
-    limiter = None
-    if keys:
-        storage = rate_limit_storage(settings.rate_limit_storage)
-        limiter = RateLimiter(storage, sink=recorder, on_storage_error=settings.rate_limit_on_storage_error)
+    limiter = _limiter(settings, recorder) if keys else None  # no key, no limits
     gateway = Gateway(Engine(settings, recorder, runner_factory=runner_factory, clock=clock), limiter)
     _register_collectors(registry, gateway, settings)
 
@@ -119,6 +116,11 @@ def create_app(
         _declare_security(app, settings.public_routes)
     _install_middleware(app, gateway, recorder, settings, keys)
     return app
+
+
+def _limiter(settings: Settings, sink: PrometheusRecorder) -> RateLimiter:
+    storage = rate_limit_storage(settings.rate_limit_storage)
+    return RateLimiter(storage, sink=sink, on_storage_error=settings.rate_limit_on_storage_error)
 
 
 def _declare_security(app: FastAPI, public_paths: list[str]) -> None:
