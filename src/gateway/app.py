@@ -66,13 +66,9 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     models = model_ids(settings)
     keys = key_ring(settings)
-    recorder = PrometheusRecorder(
-        Instruments(registry),
-        models=set(models),
-        languages=LANGUAGE_NAMES.keys(),
-        routes=ROUTES.metered,
-        keys=keys.names,
-    )
+    instruments = Instruments(registry)
+    languages, routes = LANGUAGE_NAMES.keys(), ROUTES.metered
+    recorder = PrometheusRecorder(instruments, models=set(models), languages=languages, routes=routes, keys=keys.names)
     limiter = _limiter(settings, recorder) if keys else None  # no key, no limits
     gateway = Gateway(Engine(settings, recorder, runner_factory=runner_factory, clock=clock), limiter)
     _register_collectors(registry, gateway, settings)
