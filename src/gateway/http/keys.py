@@ -74,7 +74,7 @@ class Authentication:
         self.on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self.keys:
+        if scope["type"] != "http" or not self.keys:  # no websocket routes: the router refuses those itself
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
