@@ -2,7 +2,8 @@
 schedulers, breakers). Nothing happens at import time.
 
 Middleware, outermost first: CORS (only when configured), the request context (request id, access log, last
-net for errors), size limits, load shedding; then the routers of each protocol adapter over one ``Gateway``.
+net for errors), authentication (deny by default once a key is configured), size limits, load shedding; then the
+routers of each protocol adapter over one ``Gateway``, which holds the keys' rate limits.
 
 Every finished request and batch goes to one sink, a ``FanOut`` of the Prometheus recorder and the health
 score's ``RequestWindow``; the ``StatusBoard`` reads that window and the facade, and answers both the health
@@ -16,10 +17,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway import __version__
@@ -27,9 +30,9 @@ from gateway.canary import build_canary, run_when_loaded
 from gateway.engine import Engine, RunnerFactory, model_ids
 from gateway.gateway import Gateway
 from gateway.health import RequestWindow
-from gateway.http.auth import key_check
 from gateway.http.context import RequestContext
 from gateway.http.errors import install_error_handlers
+from gateway.http.keys import Authentication, declare_security
 from gateway.http.limits import SizeLimits
 from gateway.http.openai.routes import openai_router
 from gateway.http.ops import faults_router, ops_router
@@ -37,8 +40,10 @@ from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
 from gateway.http.status import status_router
 from gateway.http.tgi import tgi_router
+from gateway.keys import KeyRing, key_ring
 from gateway.languages import LANGUAGE_NAMES
 from gateway.quality.canary_runner import CanaryRunner
+from gateway.ratelimit import RateLimiter, rate_limit_storage
 from gateway.settings import Settings
 from gateway.stats import FanOut, StatsSink
 from gateway.status_board import StatusBoard
@@ -72,12 +77,15 @@ def create_app(
 ) -> GatewayApp:
     registry = registry if registry is not None else CollectorRegistry()
     models = model_ids(settings)
+    keys = key_ring(settings)
+    languages, routes = LANGUAGE_NAMES.keys(), ROUTES.metered
     recorder = PrometheusRecorder(
-        Instruments(registry), models=set(models), languages=LANGUAGE_NAMES.keys(), routes=ROUTES.metered
+        Instruments(registry), models=set(models), languages=languages, routes=routes, keys=keys.names
     )
     window = RequestWindow(settings.health_window_s, clock=clock)
     sink = FanOut(recorder, window)
-    gateway = Gateway(Engine(settings, sink, runner_factory=runner_factory, clock=clock))
+    limiter = _limiter(settings, recorder) if keys else None  # no key, no limits
+    gateway = Gateway(Engine(settings, sink, runner_factory=runner_factory, clock=clock), limiter)
     canary = build_canary(gateway, sink)
     gpu = GPUCollector()
     board = _status_board(gateway, window, gpu, canary, clock)
@@ -95,20 +103,43 @@ def create_app(
     app.gateway = gateway
     app.status_board = board
     install_error_handlers(app)
-    check_key = key_check(settings.api_key)
     app.include_router(ops_router(gateway))
-    app.include_router(status_router(board, check_key, settings.alertmanager_url))
-    app.include_router(tgi_router(gateway, check_key))
-    app.include_router(openai_router(gateway, check_key))
+    app.include_router(status_router(board, settings.alertmanager_url))
+    app.include_router(tgi_router(gateway))
+    app.include_router(openai_router(gateway))
     if settings.enable_faults:
-        app.include_router(faults_router(gateway, check_key))
+        app.include_router(faults_router(gateway))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    _install_middleware(app, gateway, sink, settings)
+    if keys:
+        _declare_security(app, settings.public_routes)
+    _install_middleware(app, gateway, sink, recorder, settings, keys)
     return app
+
+
+def _limiter(settings: Settings, sink: PrometheusRecorder) -> RateLimiter:
+    storage = rate_limit_storage(settings.rate_limit_storage)
+    return RateLimiter(storage, sink=sink, on_storage_error=settings.rate_limit_on_storage_error)
+
+
+def _declare_security(app: FastAPI, public_paths: list[str]) -> None:
+    """The OpenAPI document declares the key (bearer or ``X-API-Key``) on every route that needs it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_security(build(), public_paths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_paths(app: FastAPI) -> list[str]:
+    """Every path the app routes (included routers flattened, as the OpenAPI document sees them)."""
+    return [ctx.path for ctx in iter_route_contexts(app.routes) if ctx.path is not None]
 
 
 def _lifespan(
@@ -158,16 +189,21 @@ def _status_board(
     )
 
 
-def _install_middleware(app: FastAPI, gateway: Gateway, sink: StatsSink, settings: Settings) -> None:
-    """Outermost first: CORS (when configured), request context, size limits, load shedding."""
+def _install_middleware(
+    app: FastAPI, gateway: Gateway, sink: StatsSink, recorder: PrometheusRecorder, settings: Settings, keys: KeyRing
+) -> None:
+    """Outermost first: CORS (when configured), request context, authentication, size limits, load shedding."""
 
     def model_for_path(path: str) -> str:
         role = ROUTES.role(path)
         return "" if role is None else gateway.model_id(role)
 
+    # Every path the app answers (for the bounded route label of authentication failures), once all routes exist.
+    recorder.known_paths(app_paths(app))
     # add_middleware wraps what is there: the last one added is the outermost.
-    app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES, api_key=settings.api_key)
+    app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES)
     app.add_middleware(SizeLimits, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(Authentication, keys=keys, public_paths=settings.public_routes, on_failure=recorder.auth_failed)
     app.add_middleware(
         RequestContext,
         sink=sink,

@@ -14,18 +14,22 @@ Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP layer maps it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine, LoadState
 from gateway.errors import BadRequest, Draining, GatewayError, InvalidRequest, ModelNotFound, NotReady
+from gateway.keys import ApiKey
 from gateway.languages import LANGUAGE_NAMES
 from gateway.quality import OutputSample, QualityMonitor, Segment
+from gateway.ratelimit import RateLimiter
 from gateway.runners.faults import FaultPlan
-from gateway.service import Generation, ModelService, StreamEvent
+from gateway.service import Generation, ModelService, StreamEvent, TokenBudget
 from gateway.settings import Settings
 from gateway.stats import GaugeSnapshot, RequestStats
 from gateway.streams import merge_streams
@@ -53,9 +57,13 @@ class Translation:
 
 
 class Gateway:
-    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch."""
+    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch.
 
-    def __init__(self, engine: Engine) -> None:
+    Each serving call takes the caller's ``key`` (None: no keys configured): its limits (``RateLimiter``) hold for
+    the whole request, the token limit at admission, once the prompt is tokenized.
+    """
+
+    def __init__(self, engine: Engine, limiter: RateLimiter | None = None) -> None:
         self.engine = engine
         self.settings: Settings = engine.settings
         s = self.settings
@@ -67,6 +75,7 @@ class Gateway:
                 langid_rate=s.quality_langid_rate,
                 languages=s.translation_languages or LANGUAGE_NAMES.keys(),
             )
+        self.limiter = limiter
 
     # -- serving --
 
@@ -76,6 +85,7 @@ class Gateway:
         params: GenerationParams,
         timeout_s: float,
         model: str | None = None,
+        key: ApiKey | None = None,
         *,
         evaluate: bool = True,
     ) -> Generation:
@@ -84,7 +94,9 @@ class Gateway:
         ``model``: a served model id (``resolve_model``); None: the generation model. ``evaluate``: assess the
         answers' quality into ``stats.quality`` (off for the canary's requests).
         """
-        result = await self._service(model).generate(prompts, [params] * len(prompts), timeout_s)
+        service = self._service(model)
+        async with self._limits(key) as budget:
+            result = await service.generate(prompts, [params] * len(prompts), timeout_s, budget=budget)
         if evaluate:
             await self._assess(result.stats, [_segment(o) for o in result.outputs])
         return result
@@ -95,6 +107,7 @@ class Gateway:
         params: GenerationParams,
         timeout_s: float,
         model: str | None = None,
+        key: ApiKey | None = None,
         *,
         evaluate: bool = True,
     ) -> AsyncGenerator[StreamEvent, None]:
@@ -102,8 +115,12 @@ class Gateway:
         (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
         is yielded."""
         service = self._service(model)
-        streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
-        events = streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        def open_rows(budget: TokenBudget | None) -> AsyncGenerator[StreamEvent, None]:
+            streams = [service.stream(prompt, params, timeout_s, budget) for prompt in prompts]
+            return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        events = open_rows(None) if self.limiter is None or key is None else self._limited_stream(key, open_rows)
         return self._assessed(events) if evaluate and self.quality is not None else events
 
     async def _assessed(self, events: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[StreamEvent, None]:
@@ -163,6 +180,7 @@ class Gateway:
         target_lang: str,
         params: GenerationParams,
         timeout_s: float,
+        key: ApiKey | None = None,
         *,
         evaluate: bool = True,
     ) -> Translation:
@@ -171,7 +189,8 @@ class Gateway:
             raise InvalidRequest(f"text: at most {self.settings.max_translation_segments} segments")
         translator = self._translator()
         source, target = translator.check_languages(source_lang, target_lang)
-        result = await translator.translate(segments, source, target, params, timeout_s)
+        async with self._limits(key) as budget:
+            result = await translator.translate(segments, source, target, params, timeout_s, budget)
         if evaluate:
             parts = [_segment(o, text) for text, o in zip(segments, result.outputs, strict=True)]
             await self._assess(result.stats, parts, source, target)
@@ -313,6 +332,23 @@ class Gateway:
         self.engine.faults.clear()
 
     # -- internals --
+
+    def _limits(self, key: ApiKey | None) -> AbstractAsyncContextManager[TokenBudget | None]:
+        if self.limiter is None or key is None:
+            return contextlib.nullcontext(None)
+        return self.limiter.request(key)
+
+    async def _limited_stream(
+        self, key: ApiKey, open_rows: Callable[[TokenBudget | None], AsyncGenerator[StreamEvent, None]]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The rows' stream inside the key's limits: its concurrent slot is held until the stream is closed."""
+        async with self._limits(key) as budget:
+            events = open_rows(budget)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
 
     def _service(self, model: str | None) -> ModelService:
         service = self.engine.services.get(model or self.engine.generation_model_id)

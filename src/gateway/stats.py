@@ -69,6 +69,7 @@ class RequestRecord:
     error_type: str | None = None
     error: str | None = None
     streamed: bool = False
+    key: str | None = None  # the name of the API key that authenticated it (never the key)
     payload: dict[str, object] = field(default_factory=dict)
     quality: QualityStats | None = None
 

@@ -85,6 +85,8 @@ MODEL_INFO_LABELS: Final = ("model", "revision", "task", "device", "dtype")
 OUTPUT_FLAG_LABELS: Final = ("model", "route", "flag")
 CANARY_CHECK_LABELS: Final = ("model", "result")
 ERROR_LABELS: Final = ("model", "error_type")
+RATE_LIMITED_LABELS: Final = ("key", "limit")
+ROUTE_LABELS: Final = ("route",)
 
 # --- names of the scrape-time gauges (built fresh on each scrape by metrics.collectors) ----------------
 
@@ -210,6 +212,24 @@ class Instruments:
             "gateway_worker_restarts",
             "Model workers replaced after dying or hanging.",
             MODEL_LABELS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused by a key's rate limit, by the key's name (never the key) and limit (requests, tokens, "
+            "concurrent).",
+            RATE_LIMITED_LABELS,
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures",
+            "Requests refused for a missing or unknown API key, by route (paths outside the app's routes: other).",
+            ROUTE_LABELS,
+            registry=registry,
+        )
+        self.rate_limit_storage_errors = Counter(
+            "gateway_rate_limit_storage_errors",
+            "Rate-limit checks that could not reach their storage (Redis); allowed or denied by setting.",
             registry=registry,
         )
         self.translation_requests = Counter(

@@ -14,7 +14,9 @@ Every label value is bounded here, so no caller can blow up the number of series
 * ``flag``: one of ``KNOWN_FLAGS`` (the contract's), else ``other``;
 * ``result`` (canary): ``pass``, ``fail`` or ``error``, else ``other``.
 * ``error_type``: one of ``known_error_types()`` (every ``error_type`` of the error tree in ``gateway.errors``,
-  plus the HTTP layer's ``not_found``, ``method_not_allowed`` and ``http_error``), else ``other``.
+  plus the HTTP layer's ``not_found``, ``method_not_allowed`` and ``http_error``), else ``other``;
+* ``key`` (rate limits): one of the configured keys' names, else ``other``; ``limit``: one of ``RATE_LIMITS``;
+* ``route`` of an authentication failure: one of the app's paths (``known_paths``), else ``other``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ KNOWN_FLAGS: Final = frozenset(
     {"empty", "repetition", "truncated", "copy_through", "script_mismatch", "language_mismatch"}
 )
 _CANARY_RESULTS: Final = frozenset({"pass", "fail", "error"})
+RATE_LIMITS: Final = ("requests", "tokens", "concurrent")
 TRANSLATE_ROUTE: Final = "/translate"
 # Answered by the HTTP layer for Starlette's own errors (gateway.http.errors), outside the error tree.
 HTTP_ERROR_TYPES: Final = frozenset({"not_found", "method_not_allowed", "http_error"})
@@ -72,6 +75,7 @@ class PrometheusRecorder:
         models: Iterable[str],
         routes: Iterable[str],
         languages: Iterable[str] = (),
+        keys: Iterable[str] = (),
     ) -> None:
         self._m = instruments
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -79,12 +83,22 @@ class PrometheusRecorder:
         self._routes = frozenset(routes)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
         self._error_types = known_error_types()
+        self._keys = frozenset(keys)
+        self._paths: frozenset[str] = frozenset()
         # Born at 0 for every configured model, so that increase() sees the first restart or the first error of a
         # type (a series born at 1 shows no increase), and the alerts on them can fire on the first one.
         for model in sorted(self._models):
             self._child(self._m.worker_restarts, model=model)
             for error_type in sorted(self._error_types):
                 self._child(self._m.errors, model=model, error_type=error_type)
+        for key in sorted(self._keys):
+            for limit in RATE_LIMITS:
+                self._child(self._m.rate_limited, key=key, limit=limit)
+
+    def known_paths(self, paths: Iterable[str]) -> None:
+        """The app's route paths: the bounded ``route`` label of authentication failures (known once the app's
+        routers are in place, after this recorder was made)."""
+        self._paths = frozenset(paths)
 
     # --- label bounding ----------------------------------------------------------------------------
 
@@ -180,6 +194,17 @@ class PrometheusRecorder:
         self._m.circuit_breaker_transitions.labels(
             model=self.model_label(model), to_state=self.breaker_state_label(to_state)
         ).inc()
+
+    def rate_limited(self, key: str, limit: str) -> None:
+        """A request refused by a key's limit (``gateway.ratelimit.RateLimitSink``)."""
+        key_label = key if key in self._keys else OTHER
+        self._child(self._m.rate_limited, key=key_label, limit=limit if limit in RATE_LIMITS else OTHER).inc()
+
+    def rate_limit_storage_error(self) -> None:
+        self._m.rate_limit_storage_errors.inc()
+
+    def auth_failed(self, route: str) -> None:
+        self._child(self._m.auth_failures, route=route if route in self._paths else OTHER).inc()
 
     def worker_replaced(self, model: str) -> None:
         self._child(self._m.worker_restarts, model=self.model_label(model)).inc()

@@ -98,7 +98,7 @@ def test_status_page_of_a_running_gateway(gateway_server: Callable[..., ServerPr
 
 def test_status_page_with_an_api_key(gateway_server: Callable[..., ServerProcess]) -> None:
     key = "e2e-status-key"
-    server = gateway_server(api_key=key)
+    server = gateway_server(api_key=key, public_routes="/health,/ready,/status")
     assert httpx.get(server.url + "/status.json", timeout=10).status_code == 401
 
     without = dump_dom(server.url + "/status")

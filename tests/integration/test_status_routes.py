@@ -94,7 +94,8 @@ async def test_faults_move_the_score_and_level_and_recovery_restores_them(app_cl
 
 
 async def test_status_json_needs_the_key_and_the_page_does_not(app_client: Any) -> None:
-    async with app_client(api_key="s3cret-key") as (client, _app):
+    # Deny by default: the page's shell is open only because the operator listed it among the public routes.
+    async with app_client(api_key="s3cret-key", public_routes=["/health", "/ready", "/status"]) as (client, _app):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
             r = await client.get("/status.json", headers=headers)
             assert r.status_code == 401 and r.json()["error_type"] == "unauthorized", headers

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import QueueFull
+from gateway.errors import QueueFull, Unauthorized
 from gateway.http.context import RequestContext
+from gateway.http.keys import Authentication
 from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
+from gateway.keys import ApiKey, KeyRing, sha256_digest
 from gateway.scheduler.queue import AdmissionQueue
 from tests.unit.fake_engine import GENERATION_ID, TRANSLATION_ID, FakeGateway, RecordingSink
 
@@ -66,10 +67,13 @@ def queue(fake: FakeGateway, model: str = GENERATION_ID) -> AdmissionQueue:
     return fake.engine.services[model].scheduler.queue
 
 
-def shedding(fake: FakeGateway, inner: Inner, api_key: str | None = None) -> LoadShedding:
-    return LoadShedding(
-        inner, gateway=fake.gateway, routes=ROUTES, api_key=SecretStr(api_key) if api_key is not None else None
-    )
+def shedding(fake: FakeGateway, inner: Inner, api_key: str | None = None) -> ASGIApp:
+    """Load shedding as the app has it: after authentication (when a key is configured)."""
+    shed = LoadShedding(inner, gateway=fake.gateway, routes=ROUTES)
+    if api_key is None:
+        return shed
+    keys = KeyRing([ApiKey("default", sha256_digest(api_key))])
+    return Authentication(shed, keys=keys, public_paths=(), on_failure=lambda path: None)
 
 
 async def test_posts_to_a_full_models_routes_are_refused_before_the_app(
@@ -122,8 +126,9 @@ async def test_only_callers_with_a_valid_key_are_shed(started: Callable[..., Awa
         [(b"x-api-key", b"wrong")],
         [(b"authorization", b"s3cret")],
     ):
-        await app(request("/generate", headers=headers), receive, discard)  # the route answers these 401
-    assert len(inner.paths) == 4
+        with pytest.raises(Unauthorized):  # a wrong key is a 401 under overload too, never a 429
+            await app(request("/generate", headers=headers), receive, discard)
+    assert inner.paths == []
     for headers in (
         [(b"authorization", b"Bearer s3cret")],
         [(b"authorization", b"bearer s3cret")],
@@ -131,7 +136,7 @@ async def test_only_callers_with_a_valid_key_are_shed(started: Callable[..., Awa
     ):
         with pytest.raises(QueueFull):
             await app(request("/generate", headers=headers), receive, discard)
-    assert len(inner.paths) == 4
+    assert inner.paths == []
 
 
 async def test_no_refusal_while_draining_or_with_the_breaker_open(

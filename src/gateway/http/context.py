@@ -147,6 +147,8 @@ class RequestContext:
         if record.quality is not None:
             fields["quality_flags"] = list(record.quality.flags)
             fields["quality_score"] = record.quality.score
+        if record.key is not None:
+            fields["key"] = record.key
         if record.error_type is not None:
             fields["error_type"] = record.error_type
             fields["error"] = record.error

@@ -1,9 +1,10 @@
 """``GET /status`` (the page for people) and ``GET /status.json`` (its data), over the ``StatusBoard``.
 
-API-key policy: ``/status.json`` holds the data and needs the key whenever one is configured, as the inference
-routes do. ``/status`` is the same static shell for everyone (no data, no key in it), so a browser can open it
-without a header: the page then sends the key it is given in the ``#key=`` fragment or its form, which never
-leaves the browser except as the ``Authorization`` header of its own ``status.json`` requests.
+API-key policy: the gateway's (``http.keys``): with a key configured, both need it unless they are in
+``GATEWAY_PUBLIC_ROUTES``. ``/status`` is the same static shell for everyone (no data, no key in it), so an
+operator may add it to the public routes for a browser to open it without a header: the page then sends the key
+it is given in the ``#key=`` fragment or its form, which never leaves the browser except as the
+``Authorization`` header of its own ``status.json`` requests; ``/status.json`` keeps needing the key.
 
 Active alerts are read from Alertmanager (``GATEWAY_ALERTMANAGER_URL``) on a worker thread with a short timeout;
 when it cannot be read, the document says why in ``alerts.error`` and the answer is still a 200.
@@ -15,11 +16,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from gateway.alerts import ActiveAlert, AlertsUnavailable, fetch_active_alerts
-from gateway.http.auth import KeyCheck
 from gateway.http.responses import JSONResponse
 from gateway.http.status_page import status_page_html
 from gateway.status_board import StatusBoard
@@ -55,7 +55,7 @@ async def active_alerts(
         return None, "Alertmanager could not be read"
 
 
-def status_router(board: StatusBoard, check_key: KeyCheck, alertmanager_url: str | None) -> APIRouter:
+def status_router(board: StatusBoard, alertmanager_url: str | None) -> APIRouter:
     router = APIRouter()
 
     @router.get("/status", include_in_schema=False)
@@ -63,7 +63,7 @@ def status_router(board: StatusBoard, check_key: KeyCheck, alertmanager_url: str
         """The status page: a static shell that renders ``status.json`` every few seconds."""
         return HTMLResponse(status_page_html(), headers=_PAGE_HEADERS)
 
-    @router.get("/status.json", dependencies=[Depends(check_key)])
+    @router.get("/status.json")
     async def status_document() -> JSONResponse:
         """Overall and per-model health, the window's figures, and active alerts (docs/health.md)."""
         alerts, error = await active_alerts(alertmanager_url)

@@ -11,14 +11,14 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.requests import Request
 
 from gateway.gateway import Gateway, StreamEvent
-from gateway.http.auth import KeyCheck
-from gateway.http.body_route import json_body_route
+from gateway.http.body_route import JSONBodyRoute
 from gateway.http.disconnect import until_disconnect
+from gateway.http.keys import api_key_of
 from gateway.http.openai.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.http.openai.serving import (
     chat_messages,
@@ -34,11 +34,11 @@ from gateway.types import GenerationParams
 _SSE_HEADERS = {"Cache-Control": "no-cache"}
 
 
-def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    """The ``/v1`` routes over ``gateway`` (each runs ``check_key`` first)."""
+def openai_router(gateway: Gateway) -> APIRouter:
+    """The ``/v1`` routes over ``gateway``."""
     router = APIRouter(prefix="/v1")
-    router.include_router(_models_router(gateway, check_key))
-    completions = APIRouter(route_class=json_body_route(check_key))
+    router.include_router(_models_router(gateway))
+    completions = APIRouter(route_class=JSONBodyRoute)
 
     @completions.post("/chat/completions", response_model=None)
     async def chat(request: Request, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
@@ -59,8 +59,8 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     return router
 
 
-def _models_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(check_key)])
+def _models_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter()
     created = int(time.time())
 
     @router.get("/models")
@@ -97,8 +97,9 @@ async def _answer(
     record = record_of(request)
     timeout_s = gateway.timeout_for(None)
     logprobs = wants_logprobs(body)
+    key = api_key_of(request)
     if not body.stream:
-        result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model))
+        result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model, key))
         record.add(result.stats)
         answer = response(
             chat,
@@ -112,7 +113,7 @@ async def _answer(
         )
         return JSONResponse(answer)
     record.streamed = True
-    events = gateway.stream(rows, params, timeout_s, model)
+    events = gateway.stream(rows, params, timeout_s, model, key)
     # Admission errors (429, 503, 413) must be real statuses: the 200 goes out once the rows are admitted; from
     # then on keep-alive comments hold the connection while they wait.
     first = await anext(events)
