@@ -31,6 +31,8 @@ RUN pip install . && gateway --help > /dev/null
 # home (mount a volume on /home/gateway/.cache/huggingface to keep them).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin gateway
 USER gateway
+# The cache's mount point, owned by the gateway user: a named volume mounted there starts with this owner.
+RUN mkdir -p /home/gateway/.cache/huggingface
 ENV HOME=/home/gateway \
     HF_HOME=/home/gateway/.cache/huggingface \
     GATEWAY_HOST=0.0.0.0 \

@@ -96,6 +96,9 @@ def create_app(
         version=__version__,
         lifespan=_lifespan(gateway, canary, settings),
         description="TGI-compatible text generation and translation in front of Hugging Face models.",
+        # Starlette's trailing-slash redirect builds its Location from the Host header (an open redirect); the
+        # routes are exact, so "/generate/" is a 404.
+        redirect_slashes=False,
         # Prometheus and the JSON access log are the gateway's telemetry. FastAPI's native OpenTelemetry looks up
         # the global providers on every request even when none is configured; it runs only when asked for.
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
@@ -202,7 +205,12 @@ def _install_middleware(
     recorder.known_paths(app_paths(app))
     # add_middleware wraps what is there: the last one added is the outermost.
     app.add_middleware(LoadShedding, gateway=gateway, routes=ROUTES)
-    app.add_middleware(SizeLimits, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(
+        SizeLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(Authentication, keys=keys, public_paths=settings.public_routes, on_failure=recorder.auth_failed)
     app.add_middleware(
         RequestContext,

@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from gateway import __version__
 from gateway.gateway import Gateway
 from gateway.heap import freeze_startup_heap
+from gateway.http.connection import ConnectionLimits, limited_protocol
 from gateway.keys import KeyFileError
-from gateway.logs import configure_logging, uvicorn_log_config
+from gateway.logs import configure_logging, route_stderr_to_log, uvicorn_log_config
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.cli")
@@ -95,10 +96,20 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_url_bytes=settings.max_url_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+    )
+
+
 def serve(settings: Settings) -> int:
     from gateway.app import create_app
 
     configure_logging(settings.log_level)
+    route_stderr_to_log()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -106,7 +117,8 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=uvicorn_log_config(),
         access_log=False,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        http=limited_protocol(connection_limits(settings)),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=max(int(settings.drain_timeout_s), 1),
         server_header=False,
     )

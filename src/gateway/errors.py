@@ -8,6 +8,8 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     │   ├── BadRequest                400 bad_request
     │   ├── PayloadTooLarge           413 payload_too_large
     │   ├── HeadersTooLarge           431 headers_too_large
+    │   ├── URITooLong                414 uri_too_long
+    │   ├── RequestTimeout            408 request_timeout   (the connection is closed after it)
     │   ├── Unauthorized              401 unauthorized
     │   └── ModelNotFound             404 model_not_found   (OpenAI routes with strict model names)
     ├── Rejected                      admission refused without touching the model
@@ -16,7 +18,8 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     │   ├── RateLimitUnavailable      503 rate_limit_unavailable  (storage unreachable, with on-error "deny")
     │   ├── NotReady                  503 not_ready         (Retry-After)
     │   ├── Draining                  503 draining          (Retry-After)
-    │   └── BreakerOpen               503 circuit_open      (Retry-After)
+    │   ├── BreakerOpen               503 circuit_open      (Retry-After)
+    │   └── TooManyConnections        503 too_many_connections (Retry-After; the connection is closed after it)
     ├── DeadlineExceeded              504 timeout           counted by the breaker when it passed mid-generation
     ├── RequestCancelled              499 cancelled         the client went away
     └── ModelError                    500 model_error       counted by the breaker
@@ -37,6 +40,7 @@ class GatewayError(Exception):
     outcome: ClassVar[str] = "server_error"
     counts_for_breaker: ClassVar[bool] = False
     public_message: ClassVar[str] = "internal error"
+    closes_connection: ClassVar[bool] = False  # answered with ``Connection: close``
 
     def __init__(
         self, message: str | None = None, *, retry_after: float | None = None, param: str | None = None
@@ -75,6 +79,21 @@ class HeadersTooLarge(RequestError):
     status_code = 431
     error_type = "headers_too_large"
     public_message = "request headers too large"
+
+
+class URITooLong(RequestError):
+    status_code = 414
+    error_type = "uri_too_long"
+    public_message = "the request target is too long"
+
+
+class RequestTimeout(RequestError):
+    """The request's head or body did not arrive in time."""
+
+    status_code = 408
+    error_type = "request_timeout"
+    public_message = "the request did not arrive in time"
+    closes_connection = True
 
 
 class Unauthorized(RequestError):
@@ -140,6 +159,12 @@ class BreakerOpen(Rejected):
     public_message = "the model is failing; the circuit breaker is open"
 
 
+class TooManyConnections(Rejected):
+    error_type = "too_many_connections"
+    public_message = "too many open connections; retry later"
+    closes_connection = True
+
+
 class DeadlineExceeded(GatewayError):
     status_code = 504
     error_type = "timeout"
@@ -200,6 +225,9 @@ __all__ = [
     "Rejected",
     "RequestCancelled",
     "RequestError",
+    "RequestTimeout",
+    "TooManyConnections",
+    "URITooLong",
     "Unauthorized",
     "WorkerStalled",
     "counts_as_failure",

@@ -1,7 +1,8 @@
 """One model's serving path: admission -> breaker -> queue -> scheduler, and back, with what it measured.
 
 For each request: refuse while draining or not ready (503), ask the breaker (503 while open), reserve queue
-slots (429 when full) *before* tokenizing, check the prompt's token count (413), queue the rows, and wait for
+slots (429 when full) *before* tokenizing, check the prompt's size (413: first its characters, before tokenizing,
+then its tokens; a long prompt is tokenized off the event loop), queue the rows, and wait for
 them within the request's deadline (504). The outcome goes to the breaker once: model faults and hung
 generations count, bad input and cancellations do not. A cancelled caller (client gone) cancels its rows: they
 leave the queue at once if still queued (freeing their slots), or are stopped within a few steps by the runner.
@@ -31,6 +32,11 @@ from gateway.types import GenerationOutput, GenerationParams, Token
 
 # The runner checks deadlines at every step and answers first; this grace only covers a stuck worker.
 _DEADLINE_GRACE_S = 0.25
+# A prompt longer than this is tokenized on a worker thread (a millisecond or so of tokenizing stays on the loop).
+_ON_LOOP_CHARS = 4096
+# With ``truncate``: tokens' worth of characters tokenized before the kept tail, so the cut falls in text whose
+# tokens are dropped anyway.
+_TAIL_MARGIN_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ class ModelService:
             permit.release()
             raise
         try:
-            items = self._items(prompts, params, self._clock() + timeout_s, encode or self.runner.encode, stream)
+            items = await self._items(prompts, params, self._clock() + timeout_s, encode or self.runner.encode, stream)
             if budget is not None:
                 await budget.charge(sum(len(i.row.input_ids) + i.row.params.max_new_tokens for i in items))
         except BaseException:
@@ -244,7 +250,7 @@ class ModelService:
         queue.put(items)
         return items, permit, items[0].deadline
 
-    def _items(
+    async def _items(
         self,
         prompts: Sequence[str],
         params: Sequence[GenerationParams],
@@ -256,15 +262,35 @@ class ModelService:
         loop = asyncio.get_running_loop()
         items: list[WorkItem] = []
         for prompt, p in zip(prompts, params, strict=True):
-            ids = encode(prompt)
-            if p.truncate is not None and len(ids) > p.truncate:
-                ids = ids[-p.truncate :]
-            if len(ids) > self.limits.max_input_tokens:
-                raise PayloadTooLarge(f"the prompt has {len(ids)} tokens; the limit is {self.limits.max_input_tokens}")
+            ids = await self._tokens(prompt, p.truncate, encode)
             if not ids:
                 ids = [self.runner.token_id("<s>") or 0]
             items.append(WorkItem(loop, ids, p, deadline, stream=stream, clock=self._clock))
         return items
+
+    async def _tokens(self, prompt: str, truncate: int | None, encode: Callable[[str], list[int]]) -> list[int]:
+        """The prompt's token ids within the limit (413 otherwise), at a cost bounded by the limit, not the prompt.
+
+        A prompt of more characters than the limit's tokens can stand for is refused untokenized. With ``truncate``
+        only the prompt's tail is tokenized: the characters its last tokens can stand for, and a margin before
+        them so that the kept tokens are those of the whole prompt. A long text is tokenized on a worker thread.
+        """
+        limit = self.limits.max_input_tokens
+        per_token = max(1, self.runner.max_token_chars)
+        if truncate is None:
+            if len(prompt) > limit * per_token:
+                raise PayloadTooLarge(
+                    f"the prompt has {len(prompt)} characters, more than {limit} tokens (the limit) can hold"
+                )
+            text = prompt
+        else:
+            text = prompt[-(min(truncate, limit + 1) + _TAIL_MARGIN_TOKENS) * per_token :]
+        ids = encode(text) if len(text) <= _ON_LOOP_CHARS else await asyncio.to_thread(encode, text)
+        if truncate is not None and len(ids) > truncate:
+            ids = ids[-truncate:]
+        if len(ids) > limit:
+            raise PayloadTooLarge(f"the prompt has {len(ids)} tokens; the limit is {limit}")
+        return ids
 
     async def _wait_all(self, items: list[WorkItem], deadline: float) -> list[GenerationOutput]:
         remaining = max(deadline - self._clock() + _DEADLINE_GRACE_S, 0.0)

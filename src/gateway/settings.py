@@ -59,7 +59,16 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="no CORS headers unless set")
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_header_bytes: int = Field(16_384, ge=1024)
+    max_header_bytes: int = Field(
+        16_384, ge=1024, description="a request's head (request line and headers): over it, 431 while it arrives"
+    )
+    max_url_bytes: int = Field(8192, ge=256, description="a request's target (path and query): over it, 414")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's head must arrive within this (from its first byte, or the connection)"
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this of its first read")
+    keep_alive_timeout_s: int = Field(5, ge=1, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(1000, ge=1, description="open connections; a request on one more gets 503")
 
     # Limits
     max_input_tokens: int = Field(1024, ge=1)
@@ -165,6 +174,8 @@ class Settings(BaseSettings):
             raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
         if self.request_timeout_s > self.max_request_timeout_s:
             raise ValueError("request_timeout_s exceeds max_request_timeout_s")
+        if self.max_url_bytes > self.max_header_bytes:
+            raise ValueError("max_url_bytes exceeds max_header_bytes")
         if "{text}" not in self.translation_prompt_template:
             raise ValueError("translation_prompt_template must contain {text}")
         return self

@@ -258,3 +258,26 @@ def test_dockerignore_keeps_the_build_inputs() -> None:
     for needed in ("pyproject.toml", "README.md", "src"):
         assert needed not in ignored
     assert {".git", ".venv"} <= ignored
+
+
+def test_every_container_is_unprivileged_and_read_only(compose: dict[str, Any]) -> None:
+    """Not root, a read-only root filesystem, no capabilities, no new privileges: for every service."""
+    for name, svc in compose["services"].items():
+        user = str(svc.get("user", "")).split(":")[0]
+        assert user and user not in ("0", "root"), f"{name} must name a non-root user"
+        assert svc.get("read_only") is True, f"{name} must run on a read-only root filesystem"
+        assert svc.get("cap_drop") == ["ALL"], f"{name} must drop every capability"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name} must set no-new-privileges"
+        assert not svc.get("privileged") and "cap_add" not in svc, name
+
+
+def test_the_gateway_writes_only_to_its_volume_and_tmpfs(compose: dict[str, Any]) -> None:
+    svc = compose["services"]["gateway"]
+    assert svc["user"] == "10001:10001"  # the Dockerfile's gateway user
+    assert "/tmp" in svc["tmpfs"]
+    assert svc["environment"]["GATEWAY_DEMO_CACHE_DIR"].startswith("/tmp/")
+    assert "hf-cache:/home/gateway/.cache/huggingface" in svc["volumes"]
+    dockerfile = DOCKERFILE.read_text()
+    assert "useradd --create-home --uid 10001" in dockerfile
+    # The volume's mount point exists in the image, owned by the user, so the named volume is writable.
+    assert re.search(r"USER gateway\n(#.*\n)*RUN mkdir -p /home/gateway/\.cache/huggingface", dockerfile)

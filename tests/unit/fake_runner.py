@@ -78,6 +78,8 @@ class FakeRunner:
 
     # -- the seam's tokenizing side (not used by the scheduler) --
 
+    max_token_chars = 1  # one token per character
+
     def encode(self, text: str) -> list[int]:
         return [ord(c) % 50 + 1 for c in text]
 

@@ -54,6 +54,7 @@ class Stack:
     def __init__(self, *, max_queue: int = 4, max_batch_size: int = 8, max_input_tokens: int = 8, **breaker: Any):
         self.clock = ManualClock(start=100.0)
         self.runner = FakeRunner(self.clock)
+        self.runner.max_token_chars = 8  # the Encoder's words: a token stands for a few characters and a space
         self.scheduler = ModelScheduler(
             "fake",
             self.runner,

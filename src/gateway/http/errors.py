@@ -66,6 +66,8 @@ def error_headers(error: GatewayError, request_id: str) -> dict[str, str]:
         headers["RateLimit-Reset"] = str(max(1, math.ceil(error.reset_s)))
     elif isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
+    if error.closes_connection:
+        headers["Connection"] = "close"
     return headers
 
 
@@ -136,6 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc), request)
 
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, GatewayError):
+            # FastAPI's own body reading turns whatever the receive channel raised (the size limits' 413, the
+            # body timeout's 408) into a 400 "error parsing the body": answer with the error itself.
+            return error_response(exc.__cause__, request)
         error = _HTTPError(str(exc.detail), exc.status_code)
         record: RequestRecord | None = getattr(request.state, "record", None)
         if record is not None:

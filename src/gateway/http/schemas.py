@@ -2,7 +2,8 @@
 
 TGI's clients send every parameter of TGI's schema, mostly as null or false. Parameters the gateway does not
 implement are accepted at their default value and refused with 422 naming them otherwise; anything outside the
-schema is refused with 422 naming it.
+schema is refused with 422 naming it. Types are strict, as in TGI's own (serde) parsing: ``"5"`` or ``true`` is not
+an integer, ``1`` is not a boolean (an integer is still a valid float).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MAX_TOP_N_TOKENS = 5  # TGI's own default cap (``--max-top-n-tokens``)
 
 
 class GenerateParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, gt=0.0, le=100.0)
@@ -108,7 +109,7 @@ class GenerateParameters(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     inputs: str = Field(min_length=1)
     parameters: GenerateParameters = Field(default_factory=lambda: GenerateParameters())
@@ -121,7 +122,7 @@ class CompatRequest(GenerateRequest):
 
 
 class TranslateParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, gt=0.0, le=100.0)
@@ -137,7 +138,7 @@ class TranslateParameters(BaseModel):
 
 
 class TranslateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str | list[str]
     source_lang: str = Field(min_length=1, max_length=35)
@@ -156,7 +157,7 @@ class TranslateRequest(BaseModel):
 
 
 class FaultRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     kind: Literal["oom", "error", "stall", "degrade"]
     count: int | None = Field(None, ge=1, le=1_000_000)

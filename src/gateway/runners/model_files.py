@@ -63,6 +63,9 @@ class ModelFiles:
         # logits may be wider, padded; the decode loop ignores a bias on an id outside them.)
         self.vocab_size = len(self.tokenizer)
         self._token_texts: dict[int, str] = {}
+        # A token's string is at least as long as the text it stands for (byte-level BPE spells each byte as one
+        # character, WordPiece adds "##", byte fallback "<0x..>"): the longest bounds the characters per token.
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
         # Incremental decoding through the fast tokenizer's own stream decoder, when it decodes exactly like
         # ``decode`` (no clean-up of tokenization spaces applied on the Python side).
         self.backend_tokenizer = getattr(self.tokenizer, "backend_tokenizer", None)

@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.errors import GatewayError, ModelError
 from gateway.heap import freeze_startup_heap
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, route_stderr_to_log
 from gateway.runners.base import Row, Submission
 from gateway.runners.faults import FaultPlan
 from gateway.runners.wire import (
@@ -143,6 +143,7 @@ def _send_memory(channel: Channel, device: Any, stop: threading.Event) -> None:
 def serve(channel: Channel) -> int:
     config = channel.recv()
     configure_logging(str(config.get("log_level", "info")))
+    route_stderr_to_log()  # torch's and transformers' warnings: JSON lines like every other
     from gateway.runners.transformers_runner import TransformersRunner  # torch: only in this process
 
     try:
