@@ -228,7 +228,7 @@ async def test_payload_limits_give_413(app_client):
 
 
 async def test_oversized_headers_get_431(app_client):
-    async with app_client(max_header_bytes=2048) as (client, _):
+    async with app_client(max_header_bytes=2048, max_url_bytes=1024) as (client, _):
         r = await client.post("/generate", json={"inputs": "hi"}, headers={"X-Padding": "p" * 4096})
         assert_error(r, 431, "headers_too_large", "2048")
         assert (await client.get("/health", headers={"X-Small": "ok"})).status_code == 200
