@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make run    serve the gateway on the built-in demo models (http://127.0.0.1:8000)
-#   make test   install everything (Python deps, Prometheus, Alertmanager, node-exporter, HAProxy, Chromium)
+#   make test   install everything (Python deps, Prometheus, Alertmanager, node-exporter, HAProxy, Chromium, Redis)
 #               and run lint, types and tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,12 +25,13 @@ install: $(STAMP)
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
 		|| ! command -v prometheus-node-exporter >/dev/null || ! command -v chromium >/dev/null \
+		|| ! command -v redis-server >/dev/null \
 		|| ! { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy >/dev/null; \
+				prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy redis-server >/dev/null; \
 		else \
-			echo "missing tools: run 'sudo apt-get install prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy'"; exit 1; \
+			echo "missing tools: run 'sudo apt-get install prometheus prometheus-alertmanager prometheus-node-exporter chromium haproxy redis-server'"; exit 1; \
 		fi; \
 	fi
 

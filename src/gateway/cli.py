@@ -25,6 +25,7 @@ from gateway import __version__
 from gateway.gateway import Gateway
 from gateway.heap import freeze_startup_heap
 from gateway.http.connection import ConnectionLimits, limited_protocol
+from gateway.keys import KeyFileError
 from gateway.logs import configure_logging, route_stderr_to_log, uvicorn_log_config
 from gateway.settings import Settings
 
@@ -38,7 +39,7 @@ def _flag_parser() -> argparse.ArgumentParser:
         help_text = field.description or ""
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif name in ("translation_languages", "cors_origins"):
+        elif name in ("translation_languages", "cors_origins", "public_routes"):
             parser.add_argument(flag, dest=name, default=None, help=help_text + " (comma separated)")
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
@@ -48,7 +49,7 @@ def _flag_parser() -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str]) -> Settings:
     args = _flag_parser().parse_args(list(argv))
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
-    for name in ("translation_languages", "cors_origins"):
+    for name in ("translation_languages", "cors_origins"):  # public_routes: Settings splits it
         if name in given:
             given[name] = [p.strip() for p in given[name].split(",") if p.strip()]
     return Settings(**given)
@@ -158,4 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = [{"setting": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         print(json.dumps({"level": "ERROR", "message": "invalid settings", "errors": problems}), file=sys.stderr)
         return 2
-    return serve(settings)
+    try:
+        return serve(settings)
+    except KeyFileError as exc:
+        print(json.dumps({"level": "ERROR", "message": "invalid API keys", "error": str(exc)}), file=sys.stderr)
+        return 2

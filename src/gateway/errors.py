@@ -14,6 +14,8 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     │   └── ModelNotFound             404 model_not_found   (OpenAI routes with strict model names)
     ├── Rejected                      admission refused without touching the model
     │   ├── QueueFull                 429 queue_full        (Retry-After)
+    │   ├── RateLimited               429 rate_limited      (Retry-After; a key's requests, tokens or concurrency)
+    │   ├── RateLimitUnavailable      503 rate_limit_unavailable  (storage unreachable, with on-error "deny")
     │   ├── NotReady                  503 not_ready         (Retry-After)
     │   ├── Draining                  503 draining          (Retry-After)
     │   ├── BreakerOpen               503 circuit_open      (Retry-After)
@@ -21,7 +23,7 @@ status it maps to (applied in exactly one place, ``gateway.http.errors``), and t
     ├── DeadlineExceeded              504 timeout           counted by the breaker when it passed mid-generation
     ├── RequestCancelled              499 cancelled         the client went away
     └── ModelError                    500 model_error       counted by the breaker
-        ├── OutOfMemory               500 out_of_memory     retried in halves; at batch size 1 trips the breaker
+        ├── OutOfMemory               500 out_of_memory     retried in halves, a lone row once others left
         └── WorkerStalled             500 worker_stalled    the watchdog replaced the worker
 """
 
@@ -119,6 +121,29 @@ class QueueFull(Rejected):
     public_message = "the admission queue is full; retry later"
 
 
+class RateLimited(Rejected):
+    """A key used up one of its limits: ``limit`` is ``requests``, ``tokens`` or ``concurrent``; ``quota`` that
+    limit, ``remaining`` what is left of it, ``reset_s`` seconds until the window frees room (at least 1)."""
+
+    status_code = 429
+    error_type = "rate_limited"
+    public_message = "rate limit exceeded; retry later"
+
+    def __init__(
+        self, message: str | None = None, *, limit: str, quota: int, remaining: int = 0, reset_s: float = 1.0
+    ) -> None:
+        super().__init__(message, retry_after=max(1.0, reset_s))
+        self.limit = limit
+        self.quota = quota
+        self.remaining = max(0, remaining)
+        self.reset_s = max(1.0, reset_s)
+
+
+class RateLimitUnavailable(Rejected):
+    error_type = "rate_limit_unavailable"
+    public_message = "the rate-limit storage is unreachable; retry later"
+
+
 class NotReady(Rejected):
     error_type = "not_ready"
     public_message = "the model is not ready"
@@ -168,10 +193,6 @@ class OutOfMemory(ModelError):
     error_type = "out_of_memory"
     public_message = "the model ran out of memory"
 
-    def __init__(self, message: str | None = None, *, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal  # OOM at batch size 1: retrying cannot help, so the breaker trips at once
-
 
 class WorkerStalled(ModelError):
     error_type = "worker_stalled"
@@ -199,6 +220,8 @@ __all__ = [
     "OutOfMemory",
     "PayloadTooLarge",
     "QueueFull",
+    "RateLimitUnavailable",
+    "RateLimited",
     "Rejected",
     "RequestCancelled",
     "RequestError",

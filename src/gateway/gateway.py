@@ -3,7 +3,9 @@
 Nothing above it knows the engine, the services, the schedulers or the runners. A request goes in as a prompt
 (or segments) with domain ``GenerationParams`` and a timeout; it comes back as a ``Generation`` (outputs and the
 ``RequestStats`` measured on the way) or, streamed, as ``StreamEvent``s, the last one carrying the output and
-the stats. Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP layer maps it to a status.
+the stats. Every finished answer is assessed for output quality (``gateway.quality``: flags, a score, the
+model's rolling score) into ``stats.quality``, except the canary's; quality never moves the breaker or readiness.
+Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP layer maps it to a status.
 
     adapter (http/) --generate/stream/translate--> Gateway --> ModelService (admission, breaker, queue)
                                                                  --> ModelScheduler (feeder) --> runner
@@ -11,16 +13,23 @@ the stats. Every failure is a ``GatewayError`` (``gateway.errors``); the HTTP la
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import __version__
 from gateway.engine import DEMO_NOTICE, Engine, LoadState
 from gateway.errors import BadRequest, Draining, GatewayError, InvalidRequest, ModelNotFound, NotReady
+from gateway.keys import ApiKey
+from gateway.languages import LANGUAGE_NAMES
+from gateway.quality import OutputSample, QualityMonitor, Segment
+from gateway.ratelimit import RateLimiter
 from gateway.runners.faults import FaultPlan
-from gateway.service import Generation, ModelService, StreamEvent
+from gateway.service import Generation, ModelService, StreamEvent, TokenBudget
 from gateway.settings import Settings
 from gateway.stats import GaugeSnapshot, RequestStats
 from gateway.streams import merge_streams
@@ -48,32 +57,92 @@ class Translation:
 
 
 class Gateway:
-    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch."""
+    """Generate, stream and translate; the load-shedding refusal; readiness, info, drain and the fault switch.
 
-    def __init__(self, engine: Engine) -> None:
+    Each serving call takes the caller's ``key`` (None: no keys configured): its limits (``RateLimiter``) hold for
+    the whole request, the token limit at admission, once the prompt is tokenized.
+    """
+
+    def __init__(self, engine: Engine, limiter: RateLimiter | None = None) -> None:
         self.engine = engine
         self.settings: Settings = engine.settings
+        s = self.settings
+        self.quality: QualityMonitor | None = None
+        if s.quality_enabled:
+            self.quality = QualityMonitor.build(
+                window=s.quality_window,
+                threshold=s.quality_threshold,
+                langid_rate=s.quality_langid_rate,
+                languages=s.translation_languages or LANGUAGE_NAMES.keys(),
+            )
+        self.limiter = limiter
 
     # -- serving --
 
     async def generate(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        key: ApiKey | None = None,
+        *,
+        evaluate: bool = True,
     ) -> Generation:
         """The rows of one request (one per prompt), admitted and answered together; outputs in prompt order.
 
-        ``model``: a served model id (``resolve_model``); None: the generation model.
+        ``model``: a served model id (``resolve_model``); None: the generation model. ``evaluate``: assess the
+        answers' quality into ``stats.quality`` (off for the canary's requests).
         """
-        return await self._service(model).generate(prompts, [params] * len(prompts), timeout_s)
+        service = self._service(model)
+        async with self._limits(key) as budget:
+            result = await service.generate(prompts, [params] * len(prompts), timeout_s, budget=budget)
+        if evaluate:
+            await self._assess(result.stats, [_segment(o) for o in result.outputs])
+        return result
 
     def stream(
-        self, prompts: Sequence[str], params: GenerationParams, timeout_s: float, model: str | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        timeout_s: float,
+        model: str | None = None,
+        key: ApiKey | None = None,
+        *,
+        evaluate: bool = True,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Each row's admission, its tokens as they are chosen, then its output with its stats
         (``StreamEvent.index``: the row). Admission runs on the first step, so a refusal is raised before anything
         is yielded."""
         service = self._service(model)
-        streams = [service.stream(prompt, params, timeout_s) for prompt in prompts]
-        return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        def open_rows(budget: TokenBudget | None) -> AsyncGenerator[StreamEvent, None]:
+            streams = [service.stream(prompt, params, timeout_s, budget) for prompt in prompts]
+            return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+        events = open_rows(None) if self.limiter is None or key is None else self._limited_stream(key, open_rows)
+        return self._assessed(events) if evaluate and self.quality is not None else events
+
+    async def _assessed(self, events: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[StreamEvent, None]:
+        """The stream, each row's final event assessed (its stats' ``quality``) before it goes out."""
+        try:
+            async for event in events:
+                if event.output is not None and event.stats is not None:
+                    await self._assess(event.stats, [_segment(event.output)])
+                yield event
+        finally:
+            await events.aclose()
+
+    async def _assess(
+        self,
+        stats: RequestStats,
+        segments: list[Segment],
+        source_lang: str | None = None,
+        target_lang: str | None = None,
+    ) -> None:
+        if self.quality is not None:
+            sample = OutputSample(stats.model, segments, source_lang, target_lang)
+            stats.quality = await self.quality.assess(sample)
 
     def resolve_model(self, name: str) -> str:
         """The served model a client names: a served id selects that model; any other name the generation model,
@@ -88,6 +157,15 @@ class Gateway:
         """The ids of the served models, the generation model first."""
         return list(dict.fromkeys(self.engine.model_ids))
 
+    def check_logit_bias(self, model: str, token_ids: Sequence[int]) -> None:
+        """A 400 naming ``logit_bias`` for a token id outside the model's vocabulary."""
+        size = self._service(model).runner.vocab_size
+        bad = [i for i in token_ids if not 0 <= i < size]
+        if bad:
+            raise BadRequest(
+                f"logit_bias: token id {bad[0]} is not in the vocabulary (0 to {size - 1})", param="logit_bias"
+            )
+
     def chat_prompt(self, model: str, messages: Sequence[dict[str, str]]) -> str:
         """A conversation rendered through the model's chat template (a 400 when it has none)."""
         prompt = self._service(model).runner.render_messages(messages)
@@ -96,14 +174,26 @@ class Gateway:
         return prompt
 
     async def translate(
-        self, segments: Sequence[str], source_lang: str, target_lang: str, params: GenerationParams, timeout_s: float
+        self,
+        segments: Sequence[str],
+        source_lang: str,
+        target_lang: str,
+        params: GenerationParams,
+        timeout_s: float,
+        key: ApiKey | None = None,
+        *,
+        evaluate: bool = True,
     ) -> Translation:
         """Translate segments as rows of one request; an unsupported language is a 422 naming it."""
         if len(segments) > self.settings.max_translation_segments:
             raise InvalidRequest(f"text: at most {self.settings.max_translation_segments} segments")
         translator = self._translator()
         source, target = translator.check_languages(source_lang, target_lang)
-        result = await translator.translate(segments, source, target, params, timeout_s)
+        async with self._limits(key) as budget:
+            result = await translator.translate(segments, source, target, params, timeout_s, budget)
+        if evaluate:
+            parts = [_segment(o, text) for text, o in zip(segments, result.outputs, strict=True)]
+            await self._assess(result.stats, parts, source, target)
         return Translation(result.outputs, result.stats, source, target)
 
     def timeout_for(self, requested: float | None) -> float:
@@ -144,8 +234,24 @@ class Gateway:
     def model_infos(self) -> list[ModelInfo]:
         return self.engine.model_infos()
 
+    def model_state(self, model: str) -> str:
+        """One model's state for people (``/status``): loading, failed, draining, ready, or not_ready (breaker
+        open or no live worker)."""
+        if self.engine.state is not LoadState.LOADED:
+            return self.engine.state.value
+        service = self.engine.services.get(model)
+        if service is None:
+            return "unknown"
+        if self.engine.lifecycle.draining:
+            return "draining"
+        return "ready" if service.ready else "not_ready"
+
     def torch_memory(self) -> list[tuple[str, float, float]]:
         return self.engine.torch_memory()
+
+    def quality_score(self, model: str) -> float | None:
+        """The model's rolling output-quality score; None with quality off or before any answer."""
+        return None if self.quality is None else self.quality.scores.mean(model)
 
     def model_pids(self) -> dict[str, int | None]:
         """The process id running each model's decode loop (the model process, or this one)."""
@@ -187,6 +293,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.engine.start()
+        if self.quality is not None:
+            await asyncio.to_thread(self.quality.load)  # after the models: readiness does not wait for it
 
     async def close(self) -> None:
         await self.engine.close()
@@ -211,18 +319,36 @@ class Gateway:
     # -- fault switch --
 
     def set_fault(
-        self, kind: str, *, count: int | None, ratio: float | None, seconds: float
+        self, kind: str, *, count: int | None, ratio: float | None, seconds: float, output: str = "repeat"
     ) -> dict[str, object] | None:
-        """Make the runners fail the next ``count`` submissions (or a ``ratio`` of them) that way."""
+        """Make the runners fail the next ``count`` submissions (or a ``ratio`` of them) that way (``degrade``:
+        answer with degenerate ``output``, ``repeat`` or ``empty``)."""
         if (count is None) == (ratio is None):
             raise InvalidRequest("give exactly one of count and ratio")
-        self.engine.faults.set(FaultPlan(kind=kind, count=count, ratio=ratio, seconds=seconds))
+        self.engine.faults.set(FaultPlan(kind=kind, count=count, ratio=ratio, seconds=seconds, output=output))
         return self.engine.faults.describe()
 
     def clear_fault(self) -> None:
         self.engine.faults.clear()
 
     # -- internals --
+
+    def _limits(self, key: ApiKey | None) -> AbstractAsyncContextManager[TokenBudget | None]:
+        if self.limiter is None or key is None:
+            return contextlib.nullcontext(None)
+        return self.limiter.request(key)
+
+    async def _limited_stream(
+        self, key: ApiKey, open_rows: Callable[[TokenBudget | None], AsyncGenerator[StreamEvent, None]]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The rows' stream inside the key's limits: its concurrent slot is held until the stream is closed."""
+        async with self._limits(key) as budget:
+            events = open_rows(budget)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
 
     def _service(self, model: str | None) -> ModelService:
         service = self.engine.services.get(model or self.engine.generation_model_id)
@@ -234,6 +360,10 @@ class Gateway:
         if self.engine.translator is None:
             raise NotReady(retry_after=5.0)
         return self.engine.translator
+
+
+def _segment(output: GenerationOutput, source: str | None = None) -> Segment:
+    return Segment(output.text, [t.id for t in output.tokens], output.finish_reason.value, source)
 
 
 def _model_json(info: ModelInfo) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.stats import BatchRecord, RequestRecord
+from gateway.stats import BatchRecord, CanaryRecord, RequestRecord
 
 __all__ = [
     "COMPONENTS",
@@ -268,6 +268,9 @@ class RequestWindow:
         pass
 
     def worker_replaced(self, model: str) -> None:
+        pass
+
+    def canary_finished(self, record: CanaryRecord) -> None:
         pass
 
     def stats(self, model: str) -> WindowStats:

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.breaker import BreakerState, CircuitBreaker, Permit
 from gateway.errors import (
@@ -21,7 +22,6 @@ from gateway.errors import (
     Draining,
     GatewayError,
     NotReady,
-    OutOfMemory,
     PayloadTooLarge,
     counts_as_failure,
 )
@@ -42,6 +42,16 @@ _TAIL_MARGIN_TOKENS = 16
 @dataclass(frozen=True)
 class Limits:
     max_input_tokens: int
+
+
+class TokenBudget(Protocol):
+    """A key's token account (``gateway.ratelimit.TokenMeter``): a request is charged its prompt tokens plus
+    ``max_new_tokens`` per row once tokenized, before it is queued (``RateLimited`` when that does not fit), and
+    refunded what it did not generate when it ends."""
+
+    async def charge(self, tokens: int) -> None: ...
+
+    async def refund(self, tokens: int) -> None: ...
 
 
 @dataclass
@@ -142,30 +152,37 @@ class ModelService:
         params: Sequence[GenerationParams],
         timeout_s: float,
         encode: Callable[[str], list[int]] | None = None,
+        budget: TokenBudget | None = None,
     ) -> Generation:
         """Run one request's rows (one per prompt) in the running batch; their outputs in prompt order."""
         self.in_flight += 1
         try:
-            items, permit, deadline = await self._admit(prompts, params, timeout_s, encode, stream=False)
+            items, permit, deadline = await self._admit(prompts, params, timeout_s, encode, budget, stream=False)
             try:
                 outputs = await self._wait_all(items, deadline)
             except BaseException as exc:
                 self._settle(permit, items, exc)
+                if budget is not None:  # what it generated is not known: its max_new_tokens come back
+                    await budget.refund(sum(i.row.params.max_new_tokens for i in items))
                 raise
             permit.success()
+            if budget is not None:
+                rows = zip(items, outputs, strict=True)
+                await budget.refund(sum(i.row.params.max_new_tokens - o.generated_tokens for i, o in rows))
             return Generation(outputs, self._stats(items, outputs))
         finally:
             self.in_flight -= 1
 
     async def stream(
-        self, prompt: str, params: GenerationParams, timeout_s: float
+        self, prompt: str, params: GenerationParams, timeout_s: float, budget: TokenBudget | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield the admission, each token as it is chosen, then the output with the request's stats."""
         self.in_flight += 1
         try:
-            items, permit, deadline = await self._admit([prompt], [params], timeout_s, None, stream=True)
+            items, permit, deadline = await self._admit([prompt], [params], timeout_s, None, budget, stream=True)
             item = items[0]
             assert item.events is not None
+            sent = 0
             try:
                 yield StreamEvent()
                 while True:
@@ -179,12 +196,19 @@ class ModelService:
                         raise error from None
                     if WorkItem.is_done_marker(event):
                         output = item.future.result()
+                        sent = output.generated_tokens
+                        if budget is not None:
+                            await budget.refund(params.max_new_tokens - sent)
+                            budget = None
                         yield StreamEvent(output=output, stats=self._stats(items, [output]))
                         break
                     assert isinstance(event, Token)
+                    sent += 1
                     yield StreamEvent(token=event)
             except BaseException as exc:
                 self._settle(permit, items, exc)
+                if budget is not None:
+                    await budget.refund(params.max_new_tokens - sent)
                 raise
             permit.success()
         finally:
@@ -198,9 +222,12 @@ class ModelService:
         params: Sequence[GenerationParams],
         timeout_s: float,
         encode: Callable[[str], list[int]] | None,
+        budget: TokenBudget | None,
         *,
         stream: bool,
     ) -> tuple[list[WorkItem], Permit, float]:
+        """Admit the rows or raise: draining, not ready, breaker, queue room, prompt length, then the key's
+        tokens (a refusal there releases the breaker's permit untouched)."""
         if self.lifecycle.draining:
             raise Draining(retry_after=5.0)
         if not self.ready and self.breaker.state is not BreakerState.OPEN:
@@ -214,6 +241,8 @@ class ModelService:
             raise
         try:
             items = await self._items(prompts, params, self._clock() + timeout_s, encode or self.runner.encode, stream)
+            if budget is not None:
+                await budget.charge(sum(len(i.row.input_ids) + i.row.params.max_new_tokens for i in items))
         except BaseException:
             queue.release(len(prompts))
             permit.release()
@@ -275,8 +304,6 @@ class ModelService:
     def _settle(self, permit: Permit, items: list[WorkItem], exc: BaseException) -> None:
         for item in items:
             item.cancel()
-        if isinstance(exc, OutOfMemory) and exc.fatal:
-            self.breaker.trip()
         if counts_as_failure(exc):
             permit.failure()
         else:

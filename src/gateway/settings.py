@@ -6,10 +6,10 @@ Built once in ``gateway serve`` (or by a test) and passed down; nothing reads th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TRANSLATION_TEMPLATE = (
     "Translate the following segment into {target_lang}, without additional explanation.\n\n{text}"
@@ -42,7 +42,21 @@ class Settings(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: SecretStr | None = Field(None, description="when set, inference routes need 'Authorization: Bearer'")
+    api_key: SecretStr | None = Field(
+        None, description="a key named 'default'; with any key set, every route but public_routes needs one"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="YAML list of named keys {name, sha256, requests_per_minute, tokens_per_minute, ...}"
+    )
+    public_routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health", "/ready"], description="paths open without a key when keys are set"
+    )
+    rate_limit_storage: str = Field(
+        "memory://", description="where the rate-limit counters live: memory:// or a redis:// URL shared by replicas"
+    )
+    rate_limit_on_storage_error: Literal["allow", "deny"] = Field(
+        "allow", description="when the rate-limit storage is unreachable: allow the request, or deny it (503)"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="no CORS headers unless set")
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_header_bytes: int = Field(
@@ -100,6 +114,18 @@ class Settings(BaseSettings):
     )
     health_window_s: float = Field(300.0, gt=0, description="the sliding window of the health score, in seconds")
 
+    # Output quality (gateway.quality): signals per response, a rolling score per model, the canary
+    quality_enabled: bool = Field(True, description="evaluate every finished response (flags and a score)")
+    quality_window: int = Field(100, ge=1, description="responses in each model's rolling quality score")
+    quality_threshold: float = Field(0.7, ge=0, le=1, description="rolling quality score below which to warn")
+    quality_langid_rate: float = Field(
+        0.2, ge=0, le=1, description="fraction of translations whose output language is identified (py3langid)"
+    )
+    canary_interval_s: float = Field(0.0, ge=0, description="seconds between canary rounds; 0: no canary")
+    canary_file: Path | None = Field(
+        None, description="canary prompts and expectations (YAML or .jsonl); unset: the built-in demo set"
+    )
+
     # The OpenAI API
     strict_model_names: bool = Field(
         False, description="an unknown `model` on /v1 is a 404 (false: it goes to the default generation model)"
@@ -108,10 +134,33 @@ class Settings(BaseSettings):
         15.0, gt=0, description="a comment line on an OpenAI stream that has sent nothing for this long"
     )
 
-    @field_validator("model", "translation_model", "revision", "alertmanager_url", mode="before")
+    @field_validator("model", "translation_model", "revision", "alertmanager_url", "api_keys_file", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("public_routes", mode="before")
+    @classmethod
+    def _split_routes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("public_routes")
+    @classmethod
+    def _check_routes(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"public_routes: {path!r} must be a path starting with '/'")
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        value = value.strip()
+        if value != "memory://" and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError("rate_limit_storage must be memory:// or a redis://, rediss:// or redis+unix:// URL")
+        return value
 
     @field_validator("device")
     @classmethod

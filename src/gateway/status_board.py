@@ -3,10 +3,10 @@ status document, so that ``/metrics`` and ``/status.json`` always agree.
 
 Wiring (in ``create_app``, with the facade's accessors)::
 
-    window = RequestWindow(settings.health_window_s)          # also a StatsSink: tee the request records into it
+    window = RequestWindow(settings.health_window_s)          # also a StatsSink: FanOut(recorder, window)
     board = StatusBoard(window, snapshots=gateway.snapshots, infos=gateway.model_infos, version=__version__)
     registry.register(HealthCollector(board.gauges))
-    # GET /status.json -> board.document(alerts, alerts_error)
+    # GET /status.json (http/status.py) -> board.document(alerts, alerts_error)
 
 The quality score, canary and GPU memory are optional callables: absent (None) they leave their health
 components out (docs/health.md).

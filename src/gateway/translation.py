@@ -12,7 +12,7 @@ from dataclasses import replace
 from gateway.errors import InvalidRequest
 from gateway.languages import LANGUAGE_NAMES, language_name, parse_language
 from gateway.runners.base import TranslationSpec
-from gateway.service import Generation, ModelService
+from gateway.service import Generation, ModelService, TokenBudget
 from gateway.types import GenerationParams
 
 _T5_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
@@ -53,13 +53,15 @@ class Translator:
         target: str,
         params: GenerationParams,
         timeout_s: float,
+        budget: TokenBudget | None = None,
     ) -> Generation:
-        """Translate each segment as a row of one request; the outputs in segment order."""
+        """Translate each segment as a row of one request; the outputs in segment order (``budget``: the key's
+        token account, charged at admission)."""
         prompts = [self._prompt(t, source, target) for t in texts]
         encode: Callable[[str], list[int]] | None = None
         if self.spec.style == "forced_bos":
             params, encode = self._forced_bos(params, source, target)
-        result = await self.service.generate(prompts, [params] * len(prompts), timeout_s, encode)
+        result = await self.service.generate(prompts, [params] * len(prompts), timeout_s, encode, budget)
         for out in result.outputs:
             out.text = out.text.strip()
         return result

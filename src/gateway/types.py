@@ -48,6 +48,7 @@ class TopToken:
     id: int
     text: str
     logprob: float
+    special: bool = False
 
 
 @dataclass(frozen=True)

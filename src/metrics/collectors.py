@@ -272,6 +272,31 @@ class GPUCollector(Collector):
         self._read_errors += 1
         logger.debug("NVML %s of GPU %d failed: %s", what, index, exc)
 
+    def fullest_memory(self) -> tuple[float, float] | None:
+        """(used, total) bytes of the GPU whose memory is the fullest, read now; None without NVML or a GPU.
+
+        The health score's ``gpu_memory`` component and the status page read it (``StatusBoard(gpu_memory=...)``);
+        it shares this collector's NVML state, so it never initialises NVML more often than a scrape would.
+        """
+        with self._lock:
+            try:
+                if not self._ensure_initialized():
+                    return None
+                nvml = self._nvml
+                readings = []
+                for index in range(int(nvml.nvmlDeviceGetCount())):
+                    try:
+                        memory = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index))
+                    except nvml.NVMLError as exc:
+                        self._read_failed(index, "memory", exc)
+                        continue
+                    if float(memory.total) > 0:
+                        readings.append((float(memory.used), float(memory.total)))
+            except Exception as exc:
+                logger.debug("reading GPU memory for the health score failed: %s", exc)
+                return None
+        return max(readings, key=lambda r: r[0] / r[1], default=None)
+
 
 class TorchMemoryCollector(Collector):
     """torch's CUDA allocator numbers for this process, labelled ``device="cuda:N"``.

@@ -22,6 +22,11 @@ Bucket bounds (seconds unless said otherwise), and why:
   0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2. A decode step takes 1-50 ms on a GPU (dense
   steps there: 20 ms/token is 50 tokens/s, the usual "fast enough to read" line) and up to seconds on CPU.
 * ``BATCH_SIZE_BUCKETS`` (rows per ``generate`` call): powers of two 1 ... 256, the usual batch limits.
+* ``LENGTH_RATIO_BUCKETS`` (translation output/input characters): 0.1 ... 10. A healthy pair sits in a narrow
+  band of its own (about 0.3 for English to Chinese, 1.1-1.3 for English to German), so the steps are dense
+  around 0.25-2; near 0 (an empty or cut answer) and far above 2 (a loop, or an explanation added) are what
+  the quality dashboards look for.
+* ``CANARY_DURATION_BUCKETS``: ``DURATION_BUCKETS``; a canary is one ordinary request.
 
 Labels are bounded by the recorder (unknown values become ``other``); no request ids or free text.
 """
@@ -30,11 +35,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "DURATION_BUCKETS",
+    "LENGTH_RATIO_BUCKETS",
     "QUEUE_WAIT_BUCKETS",
     "TIME_PER_TOKEN_BUCKETS",
     "TTFT_BUCKETS",
@@ -59,6 +65,9 @@ TIME_PER_TOKEN_BUCKETS: Final[tuple[float, ...]] = (
     0.5, 1.0, 2.0,
 )
 BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LENGTH_RATIO_BUCKETS: Final[tuple[float, ...]] = (
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 3.0, 5.0, 10.0,
+)
 # fmt: on
 
 # --- label sets ----------------------------------------------------------------------------------------
@@ -73,7 +82,11 @@ BATCH_LABELS: Final = ("model", "outcome")
 GPU_LABELS: Final = ("gpu", "name")
 TORCH_LABELS: Final = ("device",)
 MODEL_INFO_LABELS: Final = ("model", "revision", "task", "device", "dtype")
+OUTPUT_FLAG_LABELS: Final = ("model", "route", "flag")
+CANARY_CHECK_LABELS: Final = ("model", "result")
 ERROR_LABELS: Final = ("model", "error_type")
+RATE_LIMITED_LABELS: Final = ("key", "limit")
+ROUTE_LABELS: Final = ("route",)
 
 # --- names of the scrape-time gauges (built fresh on each scrape by metrics.collectors) ----------------
 
@@ -201,6 +214,24 @@ class Instruments:
             MODEL_LABELS,
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused by a key's rate limit, by the key's name (never the key) and limit (requests, tokens, "
+            "concurrent).",
+            RATE_LIMITED_LABELS,
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures",
+            "Requests refused for a missing or unknown API key, by route (paths outside the app's routes: other).",
+            ROUTE_LABELS,
+            registry=registry,
+        )
+        self.rate_limit_storage_errors = Counter(
+            "gateway_rate_limit_storage_errors",
+            "Rate-limit checks that could not reach their storage (Redis); allowed or denied by setting.",
+            registry=registry,
+        )
         self.translation_requests = Counter(
             "gateway_translation_requests",
             "Finished translation requests by language pair (unknown codes as 'other') and outcome.",
@@ -212,5 +243,58 @@ class Instruments:
             "Duration of translation requests by language pair (unknown codes as 'other').",
             TRANSLATION_DURATION_LABELS,
             buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+
+        # --- output quality (gateway.quality) ---
+        self.output_flags = Counter(
+            "gateway_output_flags",
+            "Responses that raised a quality flag (empty, repetition, truncated, copy_through, script_mismatch, "
+            "language_mismatch), by model and route.",
+            OUTPUT_FLAG_LABELS,
+            registry=registry,
+        )
+        self.output_quality_score = Gauge(
+            "gateway_output_quality_score",
+            "Rolling mean of the per-response quality score (0 to 1) over the model's last responses.",
+            MODEL_LABELS,
+            registry=registry,
+        )
+        self.output_evaluations = Counter(
+            "gateway_output_evaluations",
+            "Responses whose quality was evaluated (the denominator of the flag rates).",
+            ROUTE_MODEL_LABELS,
+            registry=registry,
+        )
+        self.translation_length_ratio = Histogram(
+            "gateway_translation_length_ratio",
+            "Output over input characters of translated segments, by language pair (unknown codes as 'other').",
+            TRANSLATION_DURATION_LABELS,
+            buckets=LENGTH_RATIO_BUCKETS,
+            registry=registry,
+        )
+        self.canary_checks = Counter(
+            "gateway_canary_checks",
+            "Canary checks by model and result (pass, fail, error).",
+            CANARY_CHECK_LABELS,
+            registry=registry,
+        )
+        self.canary_duration = Histogram(
+            "gateway_canary_duration_seconds",
+            "Duration of canary requests, through the full serving path.",
+            MODEL_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.canary_last_success = Gauge(
+            "gateway_canary_last_success_timestamp_seconds",
+            "Unix time of the model's last passing canary check.",
+            MODEL_LABELS,
+            registry=registry,
+        )
+        self.canary_chrf = Gauge(
+            "gateway_canary_chrf_score",
+            "chrF (0 to 100) of the model's last canary check that had a reference translation.",
+            MODEL_LABELS,
             registry=registry,
         )

@@ -11,8 +11,12 @@ Every label value is bounded here, so no caller can blow up the number of series
 * ``to_state``: ``closed``, ``half_open`` or ``open`` (``half-open`` is folded into ``half_open``), else
   ``other``;
 * ``outcome``: ``ok`` or ``error``;
+* ``flag``: one of ``KNOWN_FLAGS`` (the contract's), else ``other``;
+* ``result`` (canary): ``pass``, ``fail`` or ``error``, else ``other``.
 * ``error_type``: one of ``known_error_types()`` (every ``error_type`` of the error tree in ``gateway.errors``,
-  plus the HTTP layer's ``not_found``, ``method_not_allowed`` and ``http_error``), else ``other``.
+  plus the HTTP layer's ``not_found``, ``method_not_allowed`` and ``http_error``), else ``other``;
+* ``key`` (rate limits): one of the configured keys' names, else ``other``; ``limit``: one of ``RATE_LIMITS``;
+* ``route`` of an authentication failure: one of the app's paths (``known_paths``), else ``other``.
 """
 
 from __future__ import annotations
@@ -21,15 +25,20 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from gateway.errors import GatewayError
-from gateway.stats import BatchRecord, RequestRecord
+from gateway.stats import BatchRecord, CanaryRecord, QualityRecord, RequestRecord
 
 from .instruments import Instruments
 
-__all__ = ["KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language", "known_error_types"]
+__all__ = ["KNOWN_FLAGS", "KNOWN_STATUSES", "OTHER", "PrometheusRecorder", "base_language", "known_error_types"]
 
 OTHER: Final = "other"
 KNOWN_STATUSES: Final = frozenset({"success", "client_error", "rejected", "timeout", "cancelled", "server_error"})
 _BREAKER_STATES: Final = frozenset({"closed", "half_open", "open"})
+KNOWN_FLAGS: Final = frozenset(
+    {"empty", "repetition", "truncated", "copy_through", "script_mismatch", "language_mismatch"}
+)
+_CANARY_RESULTS: Final = frozenset({"pass", "fail", "error"})
+RATE_LIMITS: Final = ("requests", "tokens", "concurrent")
 TRANSLATE_ROUTE: Final = "/translate"
 # Answered by the HTTP layer for Starlette's own errors (gateway.http.errors), outside the error tree.
 HTTP_ERROR_TYPES: Final = frozenset({"not_found", "method_not_allowed", "http_error"})
@@ -66,6 +75,7 @@ class PrometheusRecorder:
         models: Iterable[str],
         routes: Iterable[str],
         languages: Iterable[str] = (),
+        keys: Iterable[str] = (),
     ) -> None:
         self._m = instruments
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -73,12 +83,22 @@ class PrometheusRecorder:
         self._routes = frozenset(routes)
         self._languages = frozenset(base_language(code) for code in languages if code.strip())
         self._error_types = known_error_types()
+        self._keys = frozenset(keys)
+        self._paths: frozenset[str] = frozenset()
         # Born at 0 for every configured model, so that increase() sees the first restart or the first error of a
         # type (a series born at 1 shows no increase), and the alerts on them can fire on the first one.
         for model in sorted(self._models):
             self._child(self._m.worker_restarts, model=model)
             for error_type in sorted(self._error_types):
                 self._child(self._m.errors, model=model, error_type=error_type)
+        for key in sorted(self._keys):
+            for limit in RATE_LIMITS:
+                self._child(self._m.rate_limited, key=key, limit=limit)
+
+    def known_paths(self, paths: Iterable[str]) -> None:
+        """The app's route paths: the bounded ``route`` label of authentication failures (known once the app's
+        routers are in place, after this recorder was made)."""
+        self._paths = frozenset(paths)
 
     # --- label bounding ----------------------------------------------------------------------------
 
@@ -140,6 +160,20 @@ class PrometheusRecorder:
             target = self.language_label(record.target_lang)
             child(m.translation_requests, source_lang=source, target_lang=target, status=status).inc()
             child(m.translation_duration, source_lang=source, target_lang=target).observe(record.latency_s)
+        quality = record.quality
+        if quality is not None:
+            self.output_evaluated(
+                QualityRecord(
+                    model=record.model,
+                    route=record.route,
+                    flags=quality.flags,
+                    score=quality.score,
+                    rolling_score=quality.rolling_score,
+                    source_lang=record.source_lang,
+                    target_lang=record.target_lang,
+                    length_ratios=quality.length_ratios,
+                )
+            )
 
     def _child(self, metric: Any, **labels: str) -> Any:
         """``metric.labels(**labels)``, looked up once per label set (the sets are bounded; ``labels()`` costs more
@@ -161,5 +195,42 @@ class PrometheusRecorder:
             model=self.model_label(model), to_state=self.breaker_state_label(to_state)
         ).inc()
 
+    def rate_limited(self, key: str, limit: str) -> None:
+        """A request refused by a key's limit (``gateway.ratelimit.RateLimitSink``)."""
+        key_label = key if key in self._keys else OTHER
+        self._child(self._m.rate_limited, key=key_label, limit=limit if limit in RATE_LIMITS else OTHER).inc()
+
+    def rate_limit_storage_error(self) -> None:
+        self._m.rate_limit_storage_errors.inc()
+
+    def auth_failed(self, route: str) -> None:
+        self._child(self._m.auth_failures, route=route if route in self._paths else OTHER).inc()
+
     def worker_replaced(self, model: str) -> None:
         self._child(self._m.worker_restarts, model=self.model_label(model)).inc()
+
+    def output_evaluated(self, record: QualityRecord) -> None:
+        """The quality of one answer (from ``request_finished`` when the request's record carries it)."""
+        model = self.model_label(record.model)
+        route = self.route_label(record.route)
+        child = self._child
+        child(self._m.output_evaluations, route=route, model=model).inc()
+        for flag in record.flags:
+            child(self._m.output_flags, model=model, route=route, flag=flag if flag in KNOWN_FLAGS else OTHER).inc()
+        child(self._m.output_quality_score, model=model).set(record.rolling_score)
+        if record.length_ratios:
+            source = self.language_label(record.source_lang)
+            target = self.language_label(record.target_lang)
+            histogram = child(self._m.translation_length_ratio, source_lang=source, target_lang=target)
+            for ratio in record.length_ratios:
+                histogram.observe(ratio)
+
+    def canary_finished(self, record: CanaryRecord) -> None:
+        model = self.model_label(record.model)
+        result = record.result if record.result in _CANARY_RESULTS else OTHER
+        self._m.canary_checks.labels(model=model, result=result).inc()
+        self._m.canary_duration.labels(model=model).observe(record.duration_s)
+        if result == "pass":
+            self._m.canary_last_success.labels(model=model).set(record.finished_at)
+        if record.chrf is not None:
+            self._m.canary_chrf.labels(model=model).set(record.chrf)

@@ -57,15 +57,23 @@ CATALOGUE = {
     "gateway_health_level": "gauge",
     "gateway_model_process_resident_memory_bytes": "gauge",
     "gateway_model_process_cpu_seconds_total": "counter",
+    "gateway_output_flags_total": "counter",
+    "gateway_output_quality_score": "gauge",
+    "gateway_translation_length_ratio": "histogram",
+    "gateway_canary_checks_total": "counter",
+    "gateway_canary_duration_seconds": "histogram",
+    "gateway_canary_last_success_timestamp_seconds": "gauge",
 }
 # Beyond the catalogue: Prometheus's own scrape health, the configured queue size, the workers and the model
-# process's threads the gateway exports, and the node-exporter series of the host layer.
+# process's threads the gateway exports, the number of evaluated answers (the denominator of the quality flag
+# shares), and the node-exporter series of the host layer.
 EXTRA = {
     "up",
     "gateway_queue_capacity",
     "gateway_workers_alive",
     "gateway_worker_restarts_total",
     "gateway_model_process_threads",
+    "gateway_output_evaluations_total",
     "node_cpu_seconds_total",
     "node_memory_MemAvailable_bytes",
     "node_memory_MemTotal_bytes",
@@ -215,12 +223,22 @@ def test_overview_covers_the_operators_questions() -> None:
         "gateway_worker_restarts_total",
         "gateway_model_process_resident_memory_bytes",
         "gateway_model_process_cpu_seconds_total",
+        "gateway_health_score",
+        "gateway_health_level",
         "node_cpu_seconds_total",
         "node_memory_MemAvailable_bytes",
         "node_filesystem_avail_bytes",
         "node_network_receive_bytes_total",
+        "gateway_output_quality_score",
+        "gateway_output_flags_total",
+        "gateway_translation_length_ratio_bucket",
+        "gateway_canary_checks_total",
+        "gateway_canary_duration_seconds_bucket",
+        "gateway_canary_last_success_timestamp_seconds",
     ):
         assert name in exprs, name
+    for flag in ("truncated", "empty", "repetition", "copy_through", "script_mismatch", "language_mismatch"):
+        assert flag in exprs, flag
     assert "source_lang, target_lang" in exprs
 
 

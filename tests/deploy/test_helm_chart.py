@@ -128,7 +128,7 @@ def test_chart_copies_are_the_shipped_rule_files_and_dashboards() -> None:
     assert sync.stale() == [], "run: python deploy/helm/sync_chart_files.py"
     copies = sorted(p.name for p in (CHART / "files").rglob("*") if p.is_file())
     sources = sorted(p.name for p in [*RULES_DIR.glob("*.yml"), *DASHBOARDS_DIR.glob("*.json")])
-    assert copies == sources and len(copies) == 4
+    assert copies == sources and len(copies) == 6  # alerts, recording, slo; overview, model detail, slo
 
 
 def test_the_check_notices_a_stale_copy(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_prometheus_rule_is_the_shipped_rule_files() -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     rendered = sorted(rule["spec"]["groups"], key=lambda g: g["name"])
     assert rendered == sorted(_shipped_groups(), key=lambda g: g["name"])
-    assert len(rendered) == 2
+    assert len(rendered) == 6  # gateway, SLO and quality: recording and alerts each
 
 
 def test_promtool_checks_the_rendered_groups(tmp_path: Path) -> None:

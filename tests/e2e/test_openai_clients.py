@@ -205,3 +205,47 @@ async def _queue_full(server: ServerProcess) -> None:
         assert full.value.code == "queue_full" and full.value.response.headers["retry-after"]
         assert (await first).choices and (await second).choices
     await oa.close()
+
+
+def test_logprobs_plain_and_streamed(server: ServerProcess) -> None:
+    oa = client(server)
+    plain = oa.chat.completions.create(
+        model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = plain.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 5
+    for entry in content:
+        assert len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].token == entry.token  # greedy: the chosen token is the most likely
+        assert abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-4
+        assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs), reverse=True)
+    assert "".join(e.token for e in content) == plain.choices[0].message.content
+    streamed = oa.chat.completions.create(
+        model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3, stream=True
+    )
+    entries = [e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content or []]
+    assert [(e.token, round(e.logprob, 4)) for e in entries] == [(e.token, round(e.logprob, 4)) for e in content]
+    completion = oa.completions.create(model=DEMO_CAUSAL_ID, prompt="Hello", max_tokens=4, temperature=0, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and len(logprobs.tokens or []) == 4 == len(logprobs.token_logprobs or [])
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs or [])
+
+
+def test_logit_bias_and_penalties_change_the_answer(server: ServerProcess) -> None:
+    oa = client(server)
+    plain = oa.chat.completions.create(model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=3, temperature=0)
+    forced = oa.chat.completions.create(
+        model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=3, temperature=0, logit_bias={"70": 100}
+    )
+    text = forced.choices[0].message.content or ""
+    # +100 on one token: it is chosen at every step, whatever the model prefers.
+    assert len(text) == 3 and len(set(text)) == 1 and text != plain.choices[0].message.content
+    looping = oa.chat.completions.create(model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=24, temperature=0)
+    varied = oa.chat.completions.create(
+        model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=24, temperature=0, frequency_penalty=2.0, presence_penalty=2.0
+    )
+    loop, penalised = looping.choices[0].message.content or "", varied.choices[0].message.content or ""
+    assert len(set(penalised)) > len(set(loop))
+    with pytest.raises(openai.BadRequestError) as outside:
+        oa.chat.completions.create(model=DEMO_CAUSAL_ID, messages=HELLO, max_tokens=2, logit_bias={"99999999": 5})
+    assert outside.value.body["param"] == "logit_bias"  # type: ignore[index]

@@ -16,7 +16,11 @@ all on 127.0.0.1 with free ports and storage in a temporary directory, and drive
 2. every rule evaluates without error, and every metric the rules read exists in the real exposition;
 3. injected model errors (``POST /admin/faults``) make the requests fail (500, then 503 once the breaker opens)
    and GatewayCircuitBreakerOpen, GatewayHighErrorRatio and the availability SLO's fast-burn page
-   (GatewayAvailabilityFastBurn) reach the webhook as firing, within a bounded time.
+   (GatewayAvailabilityFastBurn) reach the webhook as firing, within a bounded time;
+4. an injected ``degrade`` fault (answers 200 with nothing) brings GatewayOutputQualityLow to the webhook as
+   firing while the breaker stays closed and ``/ready`` 200. The gateway runs its canary every second (a
+   generation case only, so that the error faults above touch one model), so the canary panels and rules have
+   data too.
 
 Needs ``prometheus``, ``alertmanager`` (Debian: ``prometheus-alertmanager``) and node-exporter on PATH: skipped
 without them, failed without them when ``CI`` is set. Every wait is bounded.
@@ -56,6 +60,7 @@ DEVICE_METRIC_PREFIXES = ("gateway_gpu_", "gateway_torch_memory_")
 
 # The alerts the injected faults must fire, and the longest wait for them after the first fault.
 FAULT_ALERTS = {"GatewayCircuitBreakerOpen", "GatewayHighErrorRatio", "GatewayAvailabilityFastBurn"}
+QUALITY_ALERT = "GatewayOutputQualityLow"
 ALERT_DEADLINE_S = 150.0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -299,6 +304,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # gateway: demo models, faults enabled; no inherited GATEWAY_* setting may change that
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update(GATEWAY_ENABLE_FAULTS="true", GATEWAY_DEVICE="cpu", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        # the canary every second, on the demo generation model's golden answer only: the error faults below
+        # must open one breaker, not the translation model's too
+        from gateway.quality.demo_canaries import DEMO_CANARIES
+
+        golden = next(c for c in DEMO_CANARIES if c.kind == "generate")
+        canary_file = tmp / "canaries.yaml"
+        canary_file.write_text(
+            yaml.safe_dump(
+                [{"name": golden.name, "prompt": golden.text, "max_new_tokens": golden.max_new_tokens,
+                  "expect": {"exact": golden.expect.exact}}]
+            )
+        )  # fmt: skip
+        env.update(GATEWAY_CANARY_INTERVAL_S="1", GATEWAY_CANARY_FILE=str(canary_file))
         gateway_args = [sys.executable, "-m", "gateway", "serve", "--host", LOOPBACK, "--port", str(ports["gateway"])]
         processes.append(_start("gateway", gateway_args, logs["gateway"], env))
 
@@ -358,6 +376,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "gateway-alerts",
             "gateway-slo-recording",
             "gateway-slo-alerts",
+            "gateway-quality-recording",
+            "gateway-quality-alerts",
         }
         _wait_until(
             "prometheus to discover alertmanager",
@@ -372,6 +392,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert stack.generate_stream().status_code == 200
             assert stack.translate("en", "de").status_code == 200
             assert stack.translate("en", "fr").status_code == 200
+            assert stack.translate("en", "zh").status_code == 200  # the demo model answers in Latin letters
             # a bad request: an error type for the error panels (never a server error)
             bad = stack.client.post(f"{stack.gateway}/generate", json={"inputs": "x", "parameters": {"top_p": 7}})
             assert bad.status_code == 422
@@ -500,5 +521,45 @@ def test_injected_errors_fire_breaker_and_error_ratio_alerts(stack: Stack) -> No
                     assert alert["labels"]["model"] == generation_model
                     assert alert["annotations"]["runbook"].endswith("#" + alert["labels"]["alertname"].lower())
                     assert payload["receiver"] == "critical"
+    finally:
+        stack.client.delete(f"{stack.gateway}/admin/faults")
+
+
+def test_degraded_answers_fire_the_quality_alert_and_never_the_breaker(stack: Stack) -> None:
+    assert QUALITY_ALERT not in stack.webhook.firing(), "the quality alert fired before any fault"
+    generation_model = stack.client.get(f"{stack.gateway}/info").json()["model_id"]
+    # An earlier test may have opened the breaker: wait until the model answers again (its recovery period).
+    _wait_until("the generation model to answer", lambda: stack.generate().status_code == 200, timeout_s=120)
+    opened = stack.query(f'gateway_circuit_breaker_transitions_total{{model="{generation_model}",to_state="open"}}')
+    opened_before = float(opened[0]["value"][1]) if opened else 0.0
+    response = stack.client.post(
+        f"{stack.gateway}/admin/faults", json={"kind": "degrade", "ratio": 1.0, "output": "empty"}
+    )
+    assert response.status_code < 300, response.text
+    started = time.monotonic()
+    try:
+        # Empty answers score 0: enough of them pull the rolling mean of the last 100 answers under 0.7.
+        for _ in range(60):
+            answer = stack.generate(max_new_tokens=8)
+            assert answer.status_code == 200 and answer.json()["generated_text"] == "", answer.text
+        remaining = ALERT_DEADLINE_S - (time.monotonic() - started)
+        try:
+            _wait_until(
+                f"{QUALITY_ALERT} at the webhook",
+                lambda: QUALITY_ALERT in stack.webhook.firing(),
+                timeout_s=remaining,
+                interval_s=1,
+            )
+        except AssertionError as exc:
+            score = stack.query("gateway_output_quality_score")
+            raise AssertionError(f"{exc}\nscore: {score}\n{stack.diagnostics()}") from None
+        alerts = [a for p in stack.webhook.payloads for a in p["alerts"] if a["labels"]["alertname"] == QUALITY_ALERT]
+        assert {a["labels"]["model"] for a in alerts} == {generation_model}
+        assert all(a["labels"]["severity"] == "warning" for a in alerts)
+        # Quality only warns: the breaker stayed closed and the gateway ready all along.
+        assert stack.client.get(f"{stack.gateway}/ready").status_code == 200
+        assert not stack.query(f'gateway_circuit_breaker_state{{model="{generation_model}"}} > 0')
+        opened = stack.query(f'gateway_circuit_breaker_transitions_total{{model="{generation_model}",to_state="open"}}')
+        assert (float(opened[0]["value"][1]) if opened else 0.0) == opened_before
     finally:
         stack.client.delete(f"{stack.gateway}/admin/faults")

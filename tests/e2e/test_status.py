@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +11,7 @@ from gateway.alerts import ActiveAlert, AlertsUnavailable, fetch_active_alerts, 
 from gateway.health import Level, RequestWindow, overall_health
 from gateway.stats import GaugeSnapshot, RequestRecord
 from gateway.status import ModelStatus, build_status, model_health
+from tests.conftest import free_port
 
 
 class Clock:
@@ -102,49 +96,6 @@ def test_parse_alerts_keeps_the_active_critical_first() -> None:
         parse_alerts({"not": "a list"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("alertmanager missing (apt-get install prometheus-alertmanager)")
-        pytest.skip("alertmanager missing")
-    config = tmp_path / "am.yml"
-    config.write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/-/ready", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "alertmanager did not start"
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_active_alerts_from_a_real_alertmanager(alertmanager: str) -> None:
     assert fetch_active_alerts(alertmanager) == []
     alert = {
@@ -165,4 +116,4 @@ def test_active_alerts_from_a_real_alertmanager(alertmanager: str) -> None:
 
 def test_unreachable_alertmanager_is_reported_not_raised_as_a_crash() -> None:
     with pytest.raises(AlertsUnavailable, match="unreachable"):
-        fetch_active_alerts(f"http://127.0.0.1:{_free_port()}", timeout_s=1.0)
+        fetch_active_alerts(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)

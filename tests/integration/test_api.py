@@ -150,9 +150,9 @@ async def test_tgi_parameters_at_defaults_are_accepted(app_client):
         ({"watermark": True}, "parameters.watermark"),
         ({"best_of": 2}, "parameters.best_of"),
         ({"grammar": {"type": "json", "value": {}}}, "parameters.grammar"),
-        ({"top_n_tokens": 5}, "parameters.top_n_tokens"),
+        ({"top_n_tokens": 6}, "parameters.top_n_tokens"),  # over TGI's cap of 5
         ({"decoder_input_details": True}, "parameters.decoder_input_details"),
-        ({"frequency_penalty": 0.5}, "parameters.frequency_penalty"),
+        ({"frequency_penalty": 2.5}, "parameters.frequency_penalty"),  # TGI takes -2..2
         ({"no_such_parameter": 1}, "parameters.no_such_parameter"),
         ({"temperature": 0}, "parameters.temperature"),
         ({"top_p": 1.5}, "parameters.top_p"),
@@ -228,7 +228,7 @@ async def test_payload_limits_give_413(app_client):
 
 
 async def test_oversized_headers_get_431(app_client):
-    async with app_client(max_header_bytes=2048) as (client, _):
+    async with app_client(max_header_bytes=2048, max_url_bytes=1024) as (client, _):
         r = await client.post("/generate", json={"inputs": "hi"}, headers={"X-Padding": "p" * 4096})
         assert_error(r, 431, "headers_too_large", "2048")
         assert (await client.get("/health", headers={"X-Small": "ok"})).status_code == 200

@@ -20,7 +20,17 @@ from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.logs import json_formatter
 from gateway.runners.transformers_runner import is_oom
 from tests.clock import ManualClock
-from tests.serving_helpers import clear_fault, hold_worker, metrics, sample, set_fault, settle, wait_queued
+from tests.serving_helpers import (
+    clear_fault,
+    hold_worker,
+    metrics,
+    sample,
+    scheduler_of,
+    set_fault,
+    settle,
+    wait_queued,
+    wait_until,
+)
 
 GEN = DEMO_CAUSAL_ID
 TRANSITION_LOG = "circuit breaker transition"
@@ -260,21 +270,44 @@ async def test_half_open_admits_only_the_configured_probes(app_client: AppClient
         assert await ready_state(client) == (200, "closed")
 
 
-async def test_oom_at_batch_size_one_trips_the_breaker_at_once(
+async def test_oom_with_nothing_else_running_counts_and_repeated_ones_open_the_breaker(
     app_client: AppClient, json_logs: Callable[..., list[dict[str, Any]]]
 ) -> None:
-    async with app_client(enable_faults=True, breaker_failure_threshold=5, breaker_recovery_s=30) as (client, app):
+    async with app_client(enable_faults=True, breaker_failure_threshold=3, breaker_recovery_s=30) as (client, app):
         await set_fault(client, kind="oom", count=1)
         assert_error(await gen(client), 500, "out_of_memory")
+        # One out-of-memory error at minimum load is a failure like any other, not a trip.
+        assert await ready_state(client) == (200, "closed")
+        assert (await gen(client)).status_code == 200
+        await settle(app)
+        m = await metrics(client)
+        assert sample(m, "gateway_batch_size_count", model=GEN) == 2  # not retried: nothing smaller to try
+        await set_fault(client, kind="oom", count=3)
+        for _ in range(3):
+            assert_error(await gen(client), 500, "out_of_memory")
         assert await ready_state(client) == (503, "open")
-        assert await breaker_metrics(client) == (2, {"open": 1, "half_open": 0, "closed": 0})
         r = await gen(client)
         assert_error(r, 503, "circuit_open")
         assert int(r.headers["retry-after"]) == 30
-        m = await metrics(client)
-        assert sample(m, "gateway_batch_size_count", model=GEN) == 1  # not retried: nothing smaller to try
-        assert engine_of(app).faults.injected == 1
+        assert engine_of(app).faults.injected == 4
     assert not json_logs("gateway.scheduler", "out of memory; retrying in halves")
+
+
+async def test_oom_joining_a_busy_batch_waits_for_room_and_answers_200(
+    app_client: AppClient, json_logs: Callable[..., list[dict[str, Any]]]
+) -> None:
+    """A row whose prefill runs out of memory while other rows decode is a capacity problem: it joins again
+    once rows have left, every request is answered 200 and the breaker stays closed (threshold 1)."""
+    async with app_client(enable_faults=True, breaker_failure_threshold=1) as (client, app):
+        long = asyncio.ensure_future(gen(client, "a long one", max_new_tokens=500))
+        await wait_until(lambda: scheduler_of(app).running_rows == 1, what="the long row decoding")
+        await set_fault(client, kind="oom", count=2)
+        joining = await asyncio.gather(*(gen(client, f"joins {i}", max_new_tokens=4) for i in range(2)))
+        assert [r.status_code for r in joining] == [200, 200], [r.text for r in joining]
+        assert (await long).status_code == 200
+        assert await ready_state(client) == (200, "closed")
+        assert engine_of(app).faults.injected == 2
+    assert json_logs("gateway.scheduler", "out of memory joining a busy batch; retrying once rows have left")
 
 
 async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
@@ -299,7 +332,7 @@ async def test_oom_mid_stream_at_batch_size_one_trips_the_breaker(
         events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
         assert [e["token"]["id"] >= 0 for e in events[:-1]] == [True, True]  # both tokens, then the error
         assert events[-1]["error_type"] == "out_of_memory"
-        assert await ready_state(client) == (503, "open")
+        assert await ready_state(client) == (200, "closed")  # counted once, under the threshold of 5
 
 
 async def test_oom_mid_generation_runs_rows_not_streamed_again(
@@ -377,16 +410,43 @@ async def test_oom_on_a_batch_of_8_is_retried_in_halves(
         assert engine_of(app).faults.injected == 1 + oom_batches
 
 
-async def test_oom_down_to_single_rows_fails_them_and_trips(app_client: AppClient) -> None:
-    async with app_client(enable_faults=True, breaker_failure_threshold=5) as (client, app):
-        blocker = await hold_worker(client, app)
+async def test_oom_down_to_single_rows_fails_them_and_counts(app_client: AppClient) -> None:
+    async with app_client(enable_faults=True, breaker_failure_threshold=2) as (client, app):
+        blocker = await hold_worker(client, app, max_new_tokens=1)  # answered as it joins: nothing else decodes
         tasks = await queue_batch(client, app, 2)
         await set_fault(client, kind="oom", count=100)
         assert (await blocker).status_code == 200
         for r in await asyncio.gather(*tasks):
             assert_error(r, 500, "out_of_memory")
-        assert engine_of(app).faults.injected == 1 + 3  # 2, then 1 and 1
-        assert await ready_state(client) == (503, "open")
+        assert engine_of(app).faults.injected == 1 + 3  # 2, then 1 and 1 (the other half waits: it is not running)
+        assert await ready_state(client) == (503, "open")  # two failures, the threshold
+
+
+async def test_a_row_left_without_a_distribution_fails_alone_with_a_4xx(
+    app_client: AppClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NaN logits for one row of a batch (what an extreme setting can cause): that request gets a 422 of its
+    own, the other row of the same batch answers 200, and the breaker (threshold 1) does not move."""
+    async with app_client(enable_faults=True, breaker_failure_threshold=1) as (client, app):
+        model = engine_of(app).generation.runner.model
+        real_forward = model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            out = real_forward(*args, **kwargs)
+            if out.logits.shape[0] == 2:  # the pair's forward passes: the first row's scores are not numbers
+                out.logits[0] = float("nan")
+            return out
+
+        blocker = await hold_worker(client, app, max_new_tokens=1)
+        tasks = await queue_batch(client, app, 2, max_new_tokens=4)
+        monkeypatch.setattr(model, "forward", forward)
+        await clear_fault(client)
+        assert (await blocker).status_code == 200
+        first, second = await asyncio.gather(*tasks)
+        assert_error(first, 422, "validation")
+        assert "no valid distribution" in first.json()["error"]
+        assert second.status_code == 200 and len(second.json()["generated_text"]) > 0
+        assert await ready_state(client) == (200, "closed")
 
 
 async def test_model_error_fails_every_request_of_its_batch_only(app_client: AppClient) -> None:

@@ -136,12 +136,11 @@ async def test_random_language_codes_and_request_ids_add_no_series(app_client):
     after = series(after_fam)
     label_values = {v for _, labels in after for _, v in labels}
     assert not any(v.startswith("rid-") for v in label_values)
-    translation_langs = {
-        s.labels[k] for s in after_fam["gateway_translation_requests"].samples for k in ("source_lang", "target_lang")
-    }
     from gateway.languages import LANGUAGE_NAMES
 
-    assert translation_langs <= set(LANGUAGE_NAMES) | {"other"}
+    for family in ("gateway_translation_requests", "gateway_translation_length_ratio"):
+        langs = {s.labels[k] for s in after_fam[family].samples for k in ("source_lang", "target_lang")}
+        assert langs <= set(LANGUAGE_NAMES) | {"other"}, family
     new = {name for name, _ in after - before}
     # Only series of bounded label sets can appear: the translation families with known codes or "other".
     assert new <= {
@@ -153,8 +152,14 @@ async def test_random_language_codes_and_request_ids_add_no_series(app_client):
         "gateway_translation_duration_seconds_created",
         "gateway_requests_total",
         "gateway_requests_created",
+        "gateway_translation_length_ratio_bucket",
+        "gateway_translation_length_ratio_count",
+        "gateway_translation_length_ratio_sum",
+        "gateway_translation_length_ratio_created",
     }
-    assert len(after - before) <= 2 * (len(LANGUAGE_NAMES) + 1) ** 2
+    # Each new series is one (source, target) pair of known codes or "other" in one of those families.
+    pairs = {tuple(v for k, v in labels if k in ("source_lang", "target_lang")) for _, labels in after - before}
+    assert len(pairs) <= (len(LANGUAGE_NAMES) + 1) ** 2
 
 
 def test_one_process_per_device_is_enforced():

@@ -7,7 +7,8 @@ and their sinks) is the real code. The fake keeps the runner's contract:
 - ``step()`` decodes one token for every running row: a row's n-th token id is ``input_ids[-1] + n``, its text
   ``<id>``; a row ends on its own when that id is ``EOS`` (``eos_token``, early) or at its ``max_new_tokens``
   (``length``), is dropped with ``RequestCancelled`` once its sink reads cancelled, and fails with
-  ``DeadlineExceeded(during_generation=True)`` once the clock is past its deadline; streamed rows get each token
+  ``DeadlineExceeded(during_generation=True)`` once the fake's clock is past its deadline (the work item's, which
+  is on that clock; ``row.deadline`` is on ``time.monotonic``, the real runner's clock); streamed rows get each token
   through ``on_token``; a submission whose rows are all answered finishes with the most rows decoded together;
 - ``fail(error)`` fails live submissions as a failed decoding step would (``OutOfMemory``, ``ModelError``): rows
   not answered yet are left to the caller; ``reset`` fails them all with its reason and counts a new loop;
@@ -73,6 +74,7 @@ class FakeRunner:
         self.resets: list[GatewayError] = []
         self.largest_batch = 0  # the most rows decoded in one step, over the runner's life
         self.submit_error: Exception | None = None  # raised by the next submit(), once (a bug in a runner)
+        self.chat_template = False  # whether ``render_messages`` has a template to render with
 
     # -- the seam's tokenizing side (not used by the scheduler) --
 
@@ -82,7 +84,14 @@ class FakeRunner:
         return [ord(c) % 50 + 1 for c in text]
 
     def render_chat(self, user_message: str) -> str | None:
-        return None
+        return self.render_messages([{"role": "user", "content": user_message}])
+
+    def render_messages(self, messages: Sequence[dict[str, str]]) -> str | None:
+        """``role: content`` lines and an open assistant turn when ``chat_template`` is set; None (no template)
+        otherwise, as a model without one."""
+        if not self.chat_template:
+            return None
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
     def token_id(self, token: str) -> int | None:
         return None
@@ -147,7 +156,8 @@ class FakeRunner:
         if row.sink.cancelled():
             self._answer(row, RequestCancelled())
             return
-        if now > row.deadline:
+        # A work item's deadline is on the injected clock; a bare row's is on time.monotonic.
+        if now > getattr(row.sink, "deadline", row.deadline):
             self._answer(row, DeadlineExceeded(during_generation=True))
             return
         tokens = live.tokens[i]

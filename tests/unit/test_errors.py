@@ -73,5 +73,4 @@ def test_message_retry_after_and_flags() -> None:
     error = QueueFull(retry_after=1.5)
     assert error.retry_after == 1.5 and error.message == QueueFull.public_message
     assert ModelError("the GPU fell off").message == "the GPU fell off"
-    assert OutOfMemory(fatal=True).fatal and not OutOfMemory().fatal
     assert DeadlineExceeded(during_generation=True).during_generation and not DeadlineExceeded().during_generation

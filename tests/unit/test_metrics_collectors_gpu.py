@@ -229,3 +229,28 @@ def test_real_pynvml_without_gpu_yields_no_gpu_families() -> None:
     got = scrape(registry)
     assert not [name for name in got if name.startswith("gateway_gpu_")]
     assert got["gateway_nvml_up"] == {(): 0.0}
+
+
+def test_fullest_memory_is_the_gpu_with_the_largest_used_share() -> None:
+    # 10 of 80 GiB (12.5%) beats 1 of 24 GiB (4.2%), though the second is listed later.
+    assert GPUCollector(nvml=two_gpus()).fullest_memory() == (10 * 2**30, 80 * 2**30)
+    # A device whose memory cannot be read is left out (and counted), not read as empty.
+    collector = GPUCollector(nvml=two_gpus(failing={(0, "memory")}))
+    assert collector.fullest_memory() == (2**30, 24 * 2**30)
+    assert scrape_errors(collector) == 2.0  # this reading and the scrape's own
+
+
+def scrape_errors(collector: GPUCollector) -> float:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return scrape(registry)["gateway_nvml_read_errors"][()]
+
+
+def test_fullest_memory_without_nvml_or_gpu_is_none() -> None:
+    class NoLibrary(FakeNVML):
+        def nvmlInit(self) -> None:
+            raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
+    assert GPUCollector(nvml=NoLibrary(devices=[])).fullest_memory() is None
+    assert GPUCollector(nvml=FakeNVML(devices=[])).fullest_memory() is None
+    assert GPUCollector().fullest_memory() is None  # the real pynvml on this GPU-less machine

@@ -9,7 +9,15 @@ import threading
 
 import pytest
 
-from gateway.errors import DeadlineExceeded, GatewayError, ModelError, OutOfMemory, RequestCancelled, WorkerStalled
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidRequest,
+    ModelError,
+    OutOfMemory,
+    RequestCancelled,
+    WorkerStalled,
+)
 from gateway.runners.wire import (
     Channel,
     ChannelClosed,
@@ -115,7 +123,7 @@ def test_tokens_and_outputs_cross_unchanged() -> None:
     "error",
     [
         ModelError("boom"),
-        OutOfMemory(fatal=True),
+        InvalidRequest("no distribution"),
         OutOfMemory(),
         WorkerStalled(),
         DeadlineExceeded(during_generation=True),
@@ -127,7 +135,6 @@ def test_tokens_and_outputs_cross_unchanged() -> None:
 def test_errors_cross_with_their_type_and_flags(error: GatewayError) -> None:
     back = error_from_json(json.loads(json.dumps(error_to_json(error))))
     assert type(back) is type(error) and back.message == error.message
-    assert getattr(back, "fatal", None) == getattr(error, "fatal", None)
     assert getattr(back, "during_generation", None) == getattr(error, "during_generation", None)
 
 

@@ -148,15 +148,29 @@ async def test_out_of_memory_on_a_batch_is_retried_in_halves(harness: Callable[.
     assert h.observer.batches == [(4, False), (2, True), (2, True)]
 
 
-async def test_out_of_memory_at_a_single_row_fails_it_as_fatal(harness: Callable[..., Harness]) -> None:
+async def test_out_of_memory_of_a_row_alone_fails_it(harness: Callable[..., Harness]) -> None:
     h = harness()
     (only,) = h.queue(h.item())
     await eventually(lambda: h.runner.sizes() == [1], "the row handed over")
     h.runner.fail(OutOfMemory())
     await eventually(only.future.done, "the row answered")
-    error = only.future.exception()
-    assert isinstance(error, OutOfMemory) and error.fatal
-    assert h.runner.sizes() == [1]  # nothing smaller to try
+    assert isinstance(only.future.exception(), OutOfMemory)
+    assert h.runner.sizes() == [1]  # nothing smaller to try, and nothing else running to wait for
+
+
+async def test_out_of_memory_joining_a_busy_batch_waits_for_a_row_to_leave(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    (running,) = h.queue(h.item([10]))
+    await eventually(lambda: h.runner.sizes() == [1], "the first row decoding")
+    (joining,) = h.queue(h.item([20], params=SAMPLED))
+    await eventually(lambda: h.runner.sizes() == [1, 1], "the second row handed over")
+    h.runner.fail(OutOfMemory(), h.runner.submissions[-1])
+    await settle()
+    assert not joining.future.done() and h.runner.sizes() == [1, 1]  # held back while the first row decodes
+    await h.decode_all([running])
+    await eventually(lambda: h.runner.sizes() == [1, 1, 1], "the row joined again once the first one left")
+    await h.decode_all([joining])
+    assert token_ids(joining) == expected_ids([20], 4)
 
 
 async def test_out_of_memory_fails_a_streamed_row_that_sent_tokens_and_retries_the_other(
@@ -169,7 +183,7 @@ async def test_out_of_memory_fails_a_streamed_row_that_sent_tokens_and_retries_t
     h.runner.fail(OutOfMemory())
     await h.decode_all([streamed, plain])
     error = streamed.future.exception()
-    assert isinstance(error, OutOfMemory) and not error.fatal
+    assert isinstance(error, OutOfMemory)
     assert h.runner.sizes() == [2, 1] and token_ids(plain) == expected_ids([20], 4)
 
 

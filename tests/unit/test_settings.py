@@ -76,3 +76,32 @@ def test_unknown_devices_are_refused(device: str) -> None:
 def test_inconsistent_or_out_of_range_values_are_refused(values: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError, match=needle.replace("{", r"\{").replace("}", r"\}")):
         Settings(**values)  # type: ignore[arg-type]
+
+
+def test_keys_and_rate_limit_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    defaults = Settings()
+    assert defaults.public_routes == ["/health", "/ready"] and defaults.api_keys_file is None
+    assert defaults.rate_limit_storage == "memory://" and defaults.rate_limit_on_storage_error == "allow"
+    monkeypatch.setenv("GATEWAY_PUBLIC_ROUTES", " /health, /ready ,/metrics,")
+    monkeypatch.setenv("GATEWAY_API_KEYS_FILE", str(tmp_path / "keys.yaml"))
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_STORAGE", "redis://redis:6379/0")
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_ON_STORAGE_ERROR", "deny")
+    settings = Settings()
+    assert settings.public_routes == ["/health", "/ready", "/metrics"]
+    assert settings.api_keys_file == tmp_path / "keys.yaml"
+    assert settings.rate_limit_storage == "redis://redis:6379/0" and settings.rate_limit_on_storage_error == "deny"
+    monkeypatch.setenv("GATEWAY_PUBLIC_ROUTES", "")
+    assert Settings().public_routes == []  # nothing public: even the probes need a key
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"public_routes": "health"}, "must be a path"),
+        ({"rate_limit_storage": "memcached://x:11211"}, "rate_limit_storage must be"),
+        ({"rate_limit_on_storage_error": "maybe"}, "rate_limit_on_storage_error"),
+    ],
+)
+def test_bad_key_settings_are_refused(values: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        Settings(**values)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 FastAPI's generic handler reads the body, ``json.loads`` it, solves the dependency graph and validates the
 resulting dict, a large share of the event loop's time per request on the inference routes. These endpoints all
 have the form ``async def endpoint(request, body: Model) -> Response``, so ``JSONBodyRoute`` does the same work
-directly: it runs the route's guard, and validates the raw bytes with pydantic's ``model_validate_json`` (parsing
+directly: it validates the raw bytes with pydantic's ``model_validate_json`` (parsing
 and validation in Rust). The route stays a FastAPI ``APIRoute``: OpenAPI, ``/docs`` and routing are unchanged, and
 errors take the same path (``RequestValidationError`` with FastAPI's ``("body", ...)`` locations,
 ``GatewayError``) to the one place that maps them to statuses.
@@ -30,7 +30,6 @@ from starlette.responses import Response
 
 from gateway.errors import RequestCancelled
 
-Guard = Callable[[Request], Awaitable[None]]
 _UTF8_BOM = b"\xef\xbb\xbf"  # json.loads (FastAPI's parser) skips it; pydantic's does not
 
 
@@ -63,12 +62,10 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
 class JSONBodyRoute(APIRoute):
     """An ``APIRoute`` for endpoints ``(request: Request, body: Model) -> Response``, with a lean handler.
 
-    ``guard`` (the API-key check) runs before the body is read. Endpoints of any other shape are refused when the
-    route is built, so a new route cannot silently lose FastAPI's parameter handling, and so are dependencies
-    (they would never run: the guard is the one check these routes have).
+    The API key was checked before routing (``gateway.http.keys``). Endpoints of any other shape are refused when
+    the route is built, so a new route cannot silently lose FastAPI's parameter handling, and so are dependencies
+    (they would never run).
     """
-
-    guard: Guard | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         params = list(inspect.signature(self.endpoint).parameters)
@@ -78,11 +75,8 @@ class JSONBodyRoute(APIRoute):
         if self.dependencies:
             raise TypeError(f"{self.path}: JSONBodyRoute runs no dependencies; use its guard")
         endpoint = typing.cast(Callable[[Request, Any], Awaitable[Response]], self.endpoint)
-        guard = self.guard
 
         async def handle(request: Request) -> Response:
-            if guard is not None:
-                await guard(request)
             try:
                 raw = await request.body()
             except ClientDisconnect:
@@ -91,8 +85,3 @@ class JSONBodyRoute(APIRoute):
             return await endpoint(request, body)
 
         return handle
-
-
-def json_body_route(guard: Guard) -> type[JSONBodyRoute]:
-    """A ``JSONBodyRoute`` class that runs ``guard`` first (for ``APIRouter(route_class=...)``)."""
-    return type("GuardedJSONBodyRoute", (JSONBodyRoute,), {"guard": staticmethod(guard)})

@@ -144,6 +144,11 @@ class RequestContext:
             fields["target_lang"] = record.target_lang
         if record.streamed:
             fields["stream"] = True
+        if record.quality is not None:
+            fields["quality_flags"] = list(record.quality.flags)
+            fields["quality_score"] = record.quality.score
+        if record.key is not None:
+            fields["key"] = record.key
         if record.error_type is not None:
             fields["error_type"] = record.error_type
             fields["error"] = record.error

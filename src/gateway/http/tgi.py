@@ -15,10 +15,10 @@ from starlette.requests import Request
 
 from gateway.errors import GatewayError
 from gateway.gateway import Gateway, StreamEvent
-from gateway.http.auth import KeyCheck
-from gateway.http.body_route import json_body_route
+from gateway.http.body_route import JSONBodyRoute
 from gateway.http.disconnect import until_disconnect
 from gateway.http.errors import note_error
+from gateway.http.keys import api_key_of
 from gateway.http.openapi import (
     INFERENCE,
     EventStreamResponse,
@@ -63,9 +63,9 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data:" + dumps(payload) + b"\n\n"
 
 
-def tgi_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    """TGI's routes and ``/translate`` over ``gateway`` (the inference routes run ``check_key`` first)."""
-    router = APIRouter(route_class=json_body_route(check_key))
+def tgi_router(gateway: Gateway) -> APIRouter:
+    """TGI's routes and ``/translate`` over ``gateway``."""
+    router = APIRouter(route_class=JSONBodyRoute)
 
     @router.post("/generate", response_model=None, responses=responses(INFERENCE, GenerateResponse))
     async def generate(request: Request, body: GenerateRequest) -> JSONResponse:
@@ -103,7 +103,9 @@ async def generate_answer(gateway: Gateway, request: Request, body: GenerateRequ
     record = record_of(request)
     params = domain_params(gateway.settings, body.parameters)
     timeout_s = gateway.timeout_for(body.parameters.timeout_s)
-    result = await until_disconnect(request, gateway.generate([body.inputs], params, timeout_s))
+    result = await until_disconnect(
+        request, gateway.generate([body.inputs], params, timeout_s, key=api_key_of(request))
+    )
     record.add(result.stats)
     output = result.outputs[0]
     if gateway.settings.log_payloads:
@@ -117,7 +119,7 @@ async def stream_answer(gateway: Gateway, request: Request, body: GenerateReques
     params = domain_params(gateway.settings, body.parameters)
     timeout_s = gateway.timeout_for(body.parameters.timeout_s)
     record.streamed = True
-    events = gateway.stream([body.inputs], params, timeout_s)
+    events = gateway.stream([body.inputs], params, timeout_s, key=api_key_of(request))
     # Admission errors (429, 503, 413), and a deadline passed before the first token, must be real statuses: the
     # stream starts with its first token.
     first = await anext(events)
@@ -138,7 +140,7 @@ async def translate_answer(gateway: Gateway, request: Request, body: TranslateRe
     segments = [body.text] if isinstance(body.text, str) else list(body.text)
     params = domain_params(gateway.settings, body.parameters.as_generate())
     timeout_s = gateway.timeout_for(body.parameters.timeout_s)
-    work = gateway.translate(segments, body.source_lang, body.target_lang, params, timeout_s)
+    work = gateway.translate(segments, body.source_lang, body.target_lang, params, timeout_s, api_key_of(request))
     result = await until_disconnect(request, work)
     record.add(result.stats)
     record.source_lang, record.target_lang = result.source_lang, result.target_lang

@@ -114,6 +114,7 @@ class TextCodec(Protocol):
     """The tokenizer side of a model: runs on the event loop, never decodes."""
 
     info: ModelInfo
+    vocab_size: int  # token ids are 0..vocab_size-1 (a ``logit_bias`` id outside them is the client's error)
     # The most characters one token stands for: a prompt of more than ``n * max_token_chars`` characters has more
     # than ``n`` tokens, which the gateway can tell before tokenizing it.
     max_token_chars: int

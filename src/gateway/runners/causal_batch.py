@@ -42,51 +42,95 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from gateway.runners.base import Row
+from gateway.runners.logits import (
+    Alternatives,
+    LogitBias,
+    Penalties,
+    RunningCounts,
+    guard_distribution,
+    top_alternatives,
+)
 from gateway.runners.rows import RowState, RowTracker
 from gateway.types import SamplingParams
+
+# What a sampler gives for its rows: token ids, their log-probabilities, each row's top alternatives (or None).
+Choice = tuple[torch.Tensor, torch.Tensor, list[Alternatives] | None]
 
 log = logging.getLogger("gateway.runner")
 
 
 class Sampler:
-    """How the rows of one submission choose their next token (their ``SamplingParams``), with its own RNG."""
+    """How the rows of one submission choose their next token (their ``SamplingParams``), with its own RNG.
 
-    def __init__(self, params: SamplingParams, device: torch.device) -> None:
+    Settings left at their defaults cost nothing per step: each adjustment (penalties, bias, warpers) is built
+    only when asked for, and the alternatives of ``top_logprobs`` are computed only for the rows that ask.
+
+    ``degrade`` (an injected ``degrade`` fault): ``repeat`` makes every token after a row's first the first one
+    again, ``empty`` makes the first token ``eos_id``.
+    """
+
+    def __init__(
+        self, params: SamplingParams, device: torch.device, *, degrade: str | None = None, eos_id: int | None = None
+    ) -> None:
         self.params = params
+        self.degrade = degrade
+        self.eos_id = eos_id
         self.seed: int | None = None
         self.generator: torch.Generator | None = None
         if params.do_sample:
             self.seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(self.seed)
-        processors: list[LogitsProcessor] = []
-        if params.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        # The order of vLLM: repetition penalty, logit bias, presence and frequency penalties, then (sampling only)
+        # the warpers in the order of transformers' generate: temperature, top-k, top-p, typical. The one-generate
+        # path (``TransformersRunner.generate_static``) applies them in the same order.
+        self.repetition = (
+            RepetitionPenaltyLogitsProcessor(params.repetition_penalty) if params.repetition_penalty != 1.0 else None
+        )
+        self.bias = LogitBias(params.logit_bias) if params.logit_bias else None
+        penalties = Penalties(params.presence_penalty, params.frequency_penalty)
+        self.penalties = penalties if penalties.active else None
+        self.counts = RunningCounts()  # the generated-token counts of this sampler's rows, when penalized
+        warpers: list[LogitsProcessor] = []
         if params.do_sample:
-            # The order of transformers' generate: temperature, top-k, top-p, typical.
             if params.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(params.temperature))
+                warpers.append(TemperatureLogitsWarper(params.temperature))
             if params.top_k:
-                processors.append(TopKLogitsWarper(params.top_k))
+                warpers.append(TopKLogitsWarper(params.top_k))
             if params.top_p < 1.0:
-                processors.append(TopPLogitsWarper(params.top_p))
+                warpers.append(TopPLogitsWarper(params.top_p))
             if params.typical_p < 1.0:
-                processors.append(TypicalLogitsWarper(params.typical_p))
-        self.processors = processors
+                warpers.append(TypicalLogitsWarper(params.typical_p))
+        self.warpers = warpers
 
-    def choose(self, logits: torch.Tensor, states: Sequence[RowState]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token ids, their log-probabilities under the processed distribution) for these rows' logits."""
+    def choose(self, logits: torch.Tensor, states: Sequence[RowState]) -> Choice:
+        """The token chosen for each of these rows, its log-probability under the processed distribution, and
+        the most likely alternatives of the rows that ask for them (``top_logprobs``; None when none does)."""
         scores = logits.float()
-        if self.processors:
-            history = _history(states, scores.device) if self.params.repetition_penalty != 1.0 else None
-            for processor in self.processors:
-                scores = processor(history, scores)  # type: ignore[arg-type]  # only the penalty reads it
-        logprobs = torch.log_softmax(scores, dim=-1)
+        if self.repetition is not None:
+            scores = self.repetition(_history(states, scores.device), scores)  # type: ignore[arg-type]
+        if self.bias is not None:
+            scores = self.bias(None, scores)  # type: ignore[arg-type]
+        if self.penalties is not None:
+            counts = self.counts.update(states, [s.ids for s in states], scores.shape[-1], scores.device)
+            scores = self.penalties.apply(scores, counts)
+        for warper in self.warpers:
+            scores = warper(None, scores)  # type: ignore[arg-type]  # warpers do not read the ids
+        scores, logprobs = guard_distribution(scores)
         if self.generator is not None:
             ids = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(1)
         else:
             ids = scores.argmax(dim=-1)
-        return ids, logprobs.gather(1, ids[:, None]).squeeze(1)
+        if self.degrade is not None:
+            ids = self._degrade(ids, states)
+        tops = top_alternatives(logprobs, [s.top_logprobs for s in states])
+        return ids, logprobs.gather(1, ids[:, None]).squeeze(1), tops
+
+    def _degrade(self, ids: torch.Tensor, states: Sequence[RowState]) -> torch.Tensor:
+        if self.degrade == "empty" and self.eos_id is not None:
+            return torch.full_like(ids, self.eos_id)
+        forced = [s.ids[0] if s.ids else chosen for s, chosen in zip(states, ids.tolist(), strict=True)]
+        return torch.tensor(forced, dtype=ids.dtype, device=ids.device)
 
 
 def _history(states: Sequence[RowState], device: torch.device) -> torch.Tensor:
@@ -153,18 +197,25 @@ class CausalBatch:
         if sampler.generator is None:
             # Rows that choose without randomness share a sampler when their settings are equal: one choice per
             # step for all of them, however many submissions they came in.
-            sampler = next((s for s in self.samplers if s.generator is None and s.params == sampler.params), sampler)
+            sampler = next(
+                (
+                    s
+                    for s in self.samplers
+                    if s.generator is None and s.params == sampler.params and s.degrade == sampler.degrade
+                ),
+                sampler,
+            )
         states = [self.tracker.start(row, sampler.seed, started) for row in rows]
         ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(ids, mask, positions, cache, prefill=True)
-        chosen, logprobs = sampler.choose(logits, states)
+        chosen, logprobs, tops = sampler.choose(logits, states)
         new_size = len(self.states) + len(rows)
         for state in (*self.states, *states):
             state.batch_size = max(state.batch_size, new_size)
-        self._track(states, chosen, logprobs)
+        self._track(states, chosen, logprobs, tops)
         self._append(states, sampler, cache, mask, chosen, positions[:, -1] + 1)
         self._drop_finished()
         return states
@@ -200,8 +251,8 @@ class CausalBatch:
         mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
         logits = self._decode(mask)
         self.mask = mask
-        chosen, logprobs = self._choose(logits)
-        self._track(self.states, chosen, logprobs)
+        chosen, logprobs, tops = self._choose(logits)
+        self._track(self.states, chosen, logprobs, tops)
         self.next_ids = chosen
         self.positions = self.positions + 1
         self._drop_finished()
@@ -232,20 +283,26 @@ class CausalBatch:
         log.info("decoding-step attention mask checked", extra={"ready_mask": self._ready_mask})
         return logits
 
-    def _choose(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _choose(self, logits: torch.Tensor) -> Choice:
         first = self.samplers[0]
         if all(s is first for s in self.samplers):
             return first.choose(logits, self.states)
         chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
         logprobs = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        tops: list[Alternatives] | None = None
         groups: dict[int, tuple[Sampler, list[int]]] = {}
         for i, sampler in enumerate(self.samplers):
             groups.setdefault(id(sampler), (sampler, []))[1].append(i)
         for sampler, rows in groups.values():
             index = torch.tensor(rows, device=logits.device)
-            ids, lps = sampler.choose(logits[index], [self.states[i] for i in rows])
+            ids, lps, group_tops = sampler.choose(logits[index], [self.states[i] for i in rows])
             chosen[index], logprobs[index] = ids, lps
-        return chosen, logprobs
+            if group_tops is not None:
+                if tops is None:
+                    tops = [[] for _ in self.states]
+                for i, alternatives in zip(rows, group_tops, strict=True):
+                    tops[i] = alternatives
+        return chosen, logprobs, tops
 
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache, *, prefill: bool
@@ -266,14 +323,25 @@ class CausalBatch:
         logits = self.model(**kwargs).logits[:, -1, :]
         return logits
 
-    def _track(self, states: Sequence[RowState], chosen: torch.Tensor, logprobs: torch.Tensor) -> None:
+    def _track(
+        self,
+        states: Sequence[RowState],
+        chosen: torch.Tensor,
+        logprobs: torch.Tensor,
+        tops: list[Alternatives] | None,
+    ) -> None:
         ids = chosen.tolist()
         lps = logprobs.tolist()
         now = time.monotonic()
         step = self.tracker.step
-        for state, token_id, logprob in zip(states, ids, lps, strict=True):
+        if tops is None:
+            for state, token_id, logprob in zip(states, ids, lps, strict=True):
+                if not state.done:
+                    step(state, token_id, logprob, now)
+            return
+        for state, token_id, logprob, top in zip(states, ids, lps, tops, strict=True):
             if not state.done:
-                step(state, token_id, logprob, now)
+                step(state, token_id, logprob, now, top)
 
     # -- leave --
 

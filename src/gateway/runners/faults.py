@@ -1,5 +1,10 @@
 """Fault injection for rehearsals and tests: makes the real runner fail the next N batches (or a fraction).
 
+Kinds: ``oom`` and ``error`` raise inside the runner, ``stall`` holds the batch, and ``degrade`` lets the batch
+run but makes its rows degenerate (``output``: ``repeat``, every token after the first is the first one again;
+``empty``, the first token is end-of-sequence): answers that succeed and are garbage, which only the quality
+signals see. The breaker and readiness never notice a degraded batch, by design.
+
 Off unless ``GATEWAY_ENABLE_FAULTS=true``. A runner ``take``s the fault of each submission when it is handed
 over, and ``apply``s it inside its own error handling when the submission is admitted, so an injected fault
 travels the same path as a real one.
@@ -16,7 +21,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FAULT_KINDS = ("oom", "error", "stall")
+FAULT_KINDS = ("oom", "error", "stall", "degrade")
+DEGRADE_OUTPUTS = ("repeat", "empty")
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,12 @@ class FaultPlan:
     count: int | None = None
     ratio: float | None = None
     seconds: float = 30.0
+    output: str = "repeat"  # degrade only: "repeat" or "empty"
+
+    @property
+    def degrade(self) -> str | None:
+        """The degenerate output this plan asks for, or None when it is not a ``degrade`` plan."""
+        return self.output if self.kind == "degrade" else None
 
 
 class FaultInjector:
@@ -60,13 +72,16 @@ class FaultInjector:
         with self._lock:
             if self._plan is None:
                 return None
-            return {
+            described: dict[str, object] = {
                 "kind": self._plan.kind,
                 "remaining": self._remaining if self._plan.count is not None else None,
                 "ratio": self._plan.ratio,
                 "seconds": self._plan.seconds,
                 "injected": self.injected,
             }
+            if self._plan.degrade is not None:
+                described["output"] = self._plan.degrade
+            return described
 
     def take(self) -> FaultPlan | None:
         """The fault the next submission meets, if any (counted as injected)."""
@@ -89,7 +104,8 @@ class FaultInjector:
     def apply(self, plan: FaultPlan, oom_error: type[BaseException]) -> None:
         """Raise or stall as ``plan`` says; ``oom_error`` is the runtime's own out-of-memory exception class.
 
-        A stall ends early when this injector's plan next changes.
+        A stall ends early when this injector's plan next changes. ``degrade`` does nothing here: the decode
+        loop reads ``plan.degrade`` when it chooses tokens.
         """
         if plan.kind == "oom":
             raise oom_error("CUDA out of memory. (injected fault)")

@@ -59,6 +59,10 @@ class ModelFiles:
             pad = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else (self.eos_ids or [0])[0]
         self.pad_id = int(pad)
         self.special_ids = frozenset(int(i) for i in self.tokenizer.all_special_ids)
+        # The ids the tokenizer knows are 0..vocab_size-1: the range a ``logit_bias`` id must be in. (A model's
+        # logits may be wider, padded; the decode loop ignores a bias on an id outside them.)
+        self.vocab_size = len(self.tokenizer)
+        self._token_texts: dict[int, str] = {}
         # A token's string is at least as long as the text it stands for (byte-level BPE spells each byte as one
         # character, WordPiece adds "##", byte fallback "<0x..>"): the longest bounds the characters per token.
         self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
@@ -108,6 +112,13 @@ class ModelFiles:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def token_text(self, token_id: int) -> str:
+        """One token's text on its own, special tokens included (as TGI shows the alternatives of a step)."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+        return text
 
     def decode_stream(self) -> Any:
         """A fresh incremental decoder for one row, or None to use the pure-Python algorithm."""

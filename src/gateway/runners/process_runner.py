@@ -87,7 +87,7 @@ class _Child:
                     {"id": rid, "ids": row.input_ids, "params": params, "deadline": row.deadline, "stream": row.stream}
                 )
         fault = submission.fault
-        wire_fault = None if fault is None else {"kind": fault.kind, "seconds": fault.seconds}
+        wire_fault = None if fault is None else {"kind": fault.kind, "seconds": fault.seconds, "output": fault.output}
         self.channel.send({"t": "submit", "id": sid, "rows": rows, "fault": wire_fault})
 
     def _read(self) -> None:

@@ -12,9 +12,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.errors import DeadlineExceeded, GatewayError, RequestCancelled
+from gateway.errors import DeadlineExceeded, GatewayError, InvalidRequest, RequestCancelled
 from gateway.runners.base import Row, RowSink
-from gateway.types import FinishReason, GenerationOutput, Token
+from gateway.types import FinishReason, GenerationOutput, Token, TopToken
+
+# A row whose settings left it no distribution to sample from (``logits.guard_distribution``): a 4xx of its own.
+_NO_DISTRIBUTION = (
+    "the sampling settings left no valid distribution to choose from (temperature, penalties or logit_bias too "
+    "extreme for this prompt)"
+)
 
 
 class RowState:
@@ -36,6 +42,7 @@ class RowState:
         "stop",
         "stream",
         "tokens",
+        "top_logprobs",
     )
 
     def __init__(self, row: Row, stream: Any, seed: int | None, started: float) -> None:
@@ -47,6 +54,7 @@ class RowState:
         self.sink: RowSink = row.sink
         self.stop = row.params.stop
         self.max_new_tokens = row.params.max_new_tokens
+        self.top_logprobs = max(0, row.params.top_logprobs)
         self.ids: list[int] = []
         self.tokens: list[Token] = []
         self.done = False
@@ -67,17 +75,29 @@ class RowTracker:
         backend: Any,
         eos_ids: Sequence[int],
         special_ids: frozenset[int],
+        token_text: Callable[[int], str] | None = None,
     ) -> None:
         self.decode = decode
         self.decode_stream = decode_stream
         self.backend = backend
         self.eos_ids = frozenset(eos_ids)
         self.special_ids = special_ids
+        # The text of one token on its own (the alternatives of ``top_logprobs``).
+        self.token_text = token_text or (lambda token_id: decode([token_id]))
 
     def start(self, row: Row, seed: int | None, started: float | None = None) -> RowState:
         return RowState(row, self.decode_stream(), seed, time.monotonic() if started is None else started)
 
-    def step(self, state: RowState, token_id: int, logprob: float | None, now: float) -> None:
+    def step(
+        self,
+        state: RowState,
+        token_id: int,
+        logprob: float | None,
+        now: float,
+        top: Sequence[tuple[int, float]] | None = None,
+    ) -> None:
+        """Take the token chosen for ``state``'s row, with its log-probability and, when the row asked for
+        ``top_logprobs``, the step's most likely ``(id, log-probability)`` pairs, most likely first."""
         row = state.row
         sink = state.sink
         if sink.cancelled():
@@ -98,9 +118,13 @@ class RowTracker:
             state.emitted_text += text
         else:
             text = self._incremental_text(state)
+        if logprob is not None and math.isnan(logprob):
+            # No distribution to choose from (``guard_distribution``): this row's settings, not the model, failed.
+            self.finish(state, InvalidRequest(_NO_DISTRIBUTION))
+            return
         if logprob is not None and not math.isfinite(logprob):
             logprob = None
-        token = Token(token_id, text, logprob, special)
+        token = Token(token_id, text, logprob, special, self._top_tokens(top) if top else ())
         state.tokens.append(token)
         reason: FinishReason | None = None
         if token_id in self.eos_ids:
@@ -115,6 +139,10 @@ class RowTracker:
                 sink.on_token(token)
         else:
             self.complete(state, reason, token)
+
+    def _top_tokens(self, top: Sequence[tuple[int, float]]) -> tuple[TopToken, ...]:
+        text, special = self.token_text, self.special_ids
+        return tuple(TopToken(i, text(i), logprob, i in special) for i, logprob in top)
 
     @staticmethod
     def _hit_stop(state: RowState, new_chars: int) -> bool:
@@ -142,7 +170,7 @@ class RowTracker:
         rest = text[len(state.emitted_text) :]
         if rest:
             # Bytes that were held back (an incomplete character at the very end) go out with the last token.
-            last = Token(id=last.id, text=last.text + rest, logprob=last.logprob, special=last.special)
+            last = Token(last.id, last.text + rest, last.logprob, last.special, last.top)
             state.tokens[-1] = last
             state.emitted_text += rest
         state.row.emitted_tokens += 1

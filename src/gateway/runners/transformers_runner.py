@@ -9,12 +9,11 @@ hands a group of rows (one submission, equal sampling settings) to the decode lo
   ``generate`` call, with per-row stopping through a stopping criterion.
 
 Either way each row stops at its own ``max_new_tokens``, stop sequences, EOS, cancellation or deadline, and is
-answered that step. torch is imported by this module and ``causal_batch`` only.
+answered that step. torch is imported by this module, ``causal_batch`` and ``logits`` only.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -37,6 +36,7 @@ from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
 from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows, supports_continuous_batching
 from gateway.runners.faults import FaultInjector
+from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
 
@@ -81,32 +81,18 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _CPU_OOM_MARKERS)
 
 
-class _LogprobStash(LogitsProcessor):
-    """Last in the processor list: keeps the log-probabilities the next token is chosen from."""
-
-    def __init__(self) -> None:
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.last = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-
-# LogitsProcessorList.__call__ runs inspect.signature() on every processor at every step; a signature stored on the
-# function is returned at once instead of being rebuilt (a few percent of a small model's step time).
-_LogprobStash.__call__.__signature__ = inspect.signature(_LogprobStash.__call__)  # type: ignore[attr-defined]
-
-
 class _StaticTracker(StoppingCriteria):
     """For one ``generate`` call: after every step, hands each row's new token to the ``RowTracker``."""
 
-    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: _LogprobStash, seed: int | None):
+    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: LogprobStash, seed: int | None):
         started = time.monotonic()
         self.tracker = tracker
         self.states = [tracker.start(r, seed, started) for r in rows]
         for state in self.states:
             state.batch_size = len(rows)
         self.stash = stash
+        wants = [s.top_logprobs for s in self.states]
+        self._wants = wants if any(wants) else None  # rows' ``top_logprobs``, when any row asks
         # generate() pads finished rows when an EOS criterion is present; this attribute marks us as one.
         self.eos_token_id = list(tracker.eos_ids)
         self._active = list(range(len(self.states)))  # rows still generating
@@ -115,15 +101,18 @@ class _StaticTracker(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         now = time.monotonic()
         last = input_ids[:, -1].tolist()
-        logprobs = None
-        if self.stash.last is not None:
-            logprobs = self.stash.last.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
+        logprobs = tops = None
+        distribution = self.stash.last
+        if distribution is not None:
+            logprobs = distribution.gather(1, input_ids[:, -1:]).squeeze(1).tolist()
+            if self._wants is not None:
+                tops = top_alternatives(distribution, self._wants)
         states = self.states
         finished = False
         step = self.tracker.step
         for i in self._active:
             state = states[i]
-            step(state, last[i], None if logprobs is None else logprobs[i], now)
+            step(state, last[i], None if logprobs is None else logprobs[i], now, None if tops is None else tops[i])
             finished = finished or state.done
         if finished or self._done is None:
             # Rebuilt only when a row finishes: this runs at every step of every batch.
@@ -208,11 +197,15 @@ class _DecodeLoop:
                 self.runner.faults.apply(submission.fault, torch.cuda.OutOfMemoryError)
             if self.stopped:
                 return
+            degrade = submission.fault.degrade if submission.fault is not None else None
             if self.batch is None:
-                self.runner.generate_static(rows)
+                self.runner.generate_static(rows, degrade=degrade)
                 submission.finish(len(rows))
                 return
-            states = self.batch.join(rows, Sampler(rows[0].params.sampling, self.runner.device))
+            sampler = Sampler(
+                rows[0].params.sampling, self.runner.device, degrade=degrade, eos_id=self.runner.first_eos_id
+            )
+            states = self.batch.join(rows, sampler)
         except Exception as exc:
             submission.fail(self.runner.failure(exc))
             return
@@ -262,7 +255,7 @@ class TransformersRunner(ModelFiles):
         self.model.to(self.device)
         self.model.eval()
         self.tracker = RowTracker(
-            self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids
+            self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids, self.token_text
         )
         self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
         self._lock = threading.Lock()
@@ -324,22 +317,34 @@ class TransformersRunner(ModelFiles):
         log.error("generate failed", extra={"error_type": "model_error", "error": repr(exc)[:500]})
         return ModelError()
 
-    def generate_static(self, rows: Sequence[Row]) -> None:
-        """One ``generate`` call for ``rows``: the path of seq2seq models."""
+    @property
+    def first_eos_id(self) -> int | None:
+        return min(self.tracker.eos_ids) if self.tracker.eos_ids else None
+
+    def generate_static(self, rows: Sequence[Row], *, degrade: str | None = None) -> None:
+        """One ``generate`` call for ``rows``: the path of seq2seq models. ``degrade``: an injected fault's
+        degenerate output (``Degrade``)."""
         sampling = rows[0].params.sampling
         input_ids, attention = pad_rows(rows, self.pad_id, left=not self.is_seq2seq)
-        stash = _LogprobStash()
+        stash = LogprobStash()
         seed = sampling.seed if sampling.do_sample else None
         if sampling.do_sample:
             if seed is None:
                 seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             torch.manual_seed(seed)
         tracker = _StaticTracker(self.tracker, rows, stash, seed)
+        # After generate's own repetition penalty and before its warpers: the order of the continuous batch.
+        processors: list[LogitsProcessor] = [LogitBias(sampling.logit_bias)] if sampling.logit_bias else []
+        penalties = Penalties(sampling.presence_penalty, sampling.frequency_penalty)
+        if penalties.active:
+            processors.append(penalties)
+        if degrade is not None:
+            processors.append(Degrade(degrade, self.first_eos_id))  # last: it overrides every other choice
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.params.max_new_tokens for r in rows),
             "do_sample": sampling.do_sample,
             "pad_token_id": self.pad_id,
-            "logits_processor": LogitsProcessorList([stash]),
+            "logits_processor": LogitsProcessorList([*processors, stash]),
             "stopping_criteria": StoppingCriteriaList([tracker]),
         }
         if sampling.do_sample:

@@ -32,6 +32,7 @@ import orjson
 from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
+    InvalidRequest,
     ModelError,
     OutOfMemory,
     RequestCancelled,
@@ -126,12 +127,13 @@ def _sampling_from_json(data: dict[str, Any]) -> SamplingParams:
 
 def token_to_json(token: Token) -> list[Any]:
     if token.top:
-        return [token.id, token.text, token.logprob, token.special, [[t.id, t.text, t.logprob] for t in token.top]]
+        top = [[t.id, t.text, t.logprob, t.special] for t in token.top]
+        return [token.id, token.text, token.logprob, token.special, top]
     return [token.id, token.text, token.logprob, token.special]
 
 
 def token_from_json(data: list[Any]) -> Token:
-    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2])) for t in data[4]) if len(data) > 4 else ()
+    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2]), bool(t[3])) for t in data[4]) if len(data) > 4 else ()
     return Token(int(data[0]), str(data[1]), data[2], bool(data[3]), top)
 
 
@@ -162,7 +164,8 @@ def output_from_json(data: dict[str, Any]) -> GenerationOutput:
 
 
 _ERRORS: dict[str, type[GatewayError]] = {
-    cls.error_type: cls for cls in (ModelError, OutOfMemory, WorkerStalled, DeadlineExceeded, RequestCancelled)
+    cls.error_type: cls
+    for cls in (ModelError, OutOfMemory, WorkerStalled, DeadlineExceeded, RequestCancelled, InvalidRequest)
 }
 
 
@@ -170,7 +173,6 @@ def error_to_json(error: GatewayError) -> dict[str, Any]:
     return {
         "type": error.error_type,
         "message": error.message,
-        "fatal": bool(getattr(error, "fatal", False)),
         "during_generation": bool(getattr(error, "during_generation", False)),
     }
 
@@ -178,8 +180,6 @@ def error_to_json(error: GatewayError) -> dict[str, Any]:
 def error_from_json(data: dict[str, Any]) -> GatewayError:
     cls = _ERRORS.get(str(data.get("type")), ModelError)
     message = str(data.get("message") or "") or None
-    if cls is OutOfMemory:
-        return OutOfMemory(message, fatal=bool(data.get("fatal")))
     if cls is DeadlineExceeded:
         return DeadlineExceeded(message, during_generation=bool(data.get("during_generation")))
     return cls(message)

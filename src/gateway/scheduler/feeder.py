@@ -12,8 +12,9 @@ Each submission is watched by a task of its own:
 
 - out of memory: the runner has freed its allocator cache; the rows are submitted again in halves, down to
   single rows; a streamed row whose client has tokens already is failed rather than run twice (a row that is
-  not streamed is run again from its prompt: its client has seen nothing); OOM at a single row fails
-  with ``fatal=True`` so the service trips the breaker;
+  not streamed is run again from its prompt: its client has seen nothing); a single row waits for rows of other
+  submissions to leave the batch and joins again, and fails (``OutOfMemory``, counted by the breaker) only when
+  it runs out of memory with nothing else running;
 - a submission running past ``watchdog_s`` means the decode loop is stuck: the runner is reset (a new loop
   thread or model process), every row it held fails with ``WorkerStalled``, and feeding goes on;
 - any other model error fails the rows of that submission, and feeding goes on.
@@ -69,6 +70,7 @@ class ModelScheduler:
         self._feeder: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
         self._running: set[WorkItem] = set()
+        self._held: set[WorkItem] = set()  # rows out of the runner after an out-of-memory error, waiting their turn
         self._room = asyncio.Event()
         self._peak_load = 1
         self._peak_at = -math.inf
@@ -189,6 +191,11 @@ class ModelScheduler:
             self._room.set()
 
     async def _await_done(self, batch: Sequence[WorkItem], done: Future[int], started: float) -> None:
+        if isinstance(await self._outcome(batch, done, started), OutOfMemory):
+            await self._retry_halves(batch)
+
+    async def _outcome(self, batch: Sequence[WorkItem], done: Future[int], started: float) -> OutOfMemory | None:
+        """Wait for a submission and settle what went wrong, except out of memory, which is returned."""
         outcome = asyncio.wrap_future(done)
         try:
             await asyncio.wait_for(asyncio.shield(outcome), self.watchdog_s)
@@ -196,6 +203,7 @@ class ModelScheduler:
             outcome.add_done_callback(_retrieve)  # settled later (a reset or close): nobody reads it then
             raise
         except TimeoutError:
+            outcome.add_done_callback(_retrieve)  # failed by the reset below, with nobody left to read it
             self._report(len(batch), started, ok=False)
             log.error("worker stalled; replacing it", extra={"model": self.name, "batch_size": len(batch)})
             for item in batch:
@@ -204,41 +212,70 @@ class ModelScheduler:
             # Every other submission of the stuck loop fails with WorkerStalled through its own watcher.
             self.runner.reset(WorkerStalled())
             self.sink.worker_replaced(self.name)
-            return
-        except OutOfMemory:
+            return None
+        except OutOfMemory as exc:
             self._report(len(batch), started, ok=False)
-            await self._retry_halves(batch)
-            return
+            return exc
         except GatewayError as exc:
             self._report(len(batch), started, ok=False)
             self._settle(batch, exc)
-            return
+            return None
         self._report(len(batch), started, ok=True)
+        return None
 
     async def _retry_halves(self, batch: Sequence[WorkItem]) -> None:
         pending = [i for i in batch if not i.row.done]
-        if len(batch) == 1:
-            # Nothing smaller to try, streamed or not: the breaker trips at once.
-            for item in pending:
-                item.resolve(OutOfMemory("the model ran out of memory at batch size 1", fatal=True))
-            return
         for item in pending:
             if _streamed(item):
                 item.resolve(OutOfMemory())  # its client has tokens already: running it again would repeat them
         pending = [i for i in pending if not _streamed(i) and not i.future.done()]
         if not pending:
             return
+        if len(batch) == 1:
+            await self._retry_alone(pending[0])
+            return
         log.warning("out of memory; retrying in halves", extra={"model": self.name, "batch_size": len(batch)})
         half = max(len(pending) // 2, 1)
-        for part in (pending[:half], pending[half:]):
-            for item in part:
-                if item.cancelled() and not item.future.done():
-                    item.resolve(RequestCancelled())  # its client left while the first half ran
-            part = [i for i in part if not i.future.done()]
-            if part:
-                started = self._clock()
-                submission = self.runner.submit([item.row for item in part])
-                await self._await_done(part, submission.done, started)
+        self._held.update(pending)
+        try:
+            for part in (pending[:half], pending[half:]):
+                for item in part:
+                    if item.cancelled() and not item.future.done():
+                        item.resolve(RequestCancelled())  # its client left while the first half ran
+                part = [i for i in part if not i.future.done()]
+                self._held.difference_update(part)
+                if part:
+                    started = self._clock()
+                    submission = self.runner.submit([item.row for item in part])
+                    await self._await_done(part, submission.done, started)
+        finally:
+            self._held.difference_update(pending)
+
+    async def _retry_alone(self, item: WorkItem) -> None:
+        """One row out of memory. While rows of other submissions decode, the memory is theirs: the row waits
+        for one of them to leave the batch and joins again, as often as it takes. Only with nothing else running
+        does it fail (``OutOfMemory``, which the breaker counts: repeated ones at minimum load open it)."""
+        while True:
+            others = [i for i in self._running if i is not item and i not in self._held and _decoding(i)]
+            if not others:
+                item.resolve(OutOfMemory("the model ran out of memory with this row alone"))
+                return
+            log.warning(
+                "out of memory joining a busy batch; retrying once rows have left",
+                extra={"model": self.name, "batch_size": len(others) + 1},
+            )
+            while not item.future.done() and all(_decoding(i) for i in others):
+                self._room.clear()  # set by every answer; a row is done before its answer reaches the loop
+                await self._room.wait()
+            if item.future.done():
+                return  # answered meanwhile: its deadline passed, or its client left
+            if item.cancelled():
+                item.resolve(RequestCancelled())
+                return
+            started = self._clock()
+            submission = self.runner.submit([item.row])
+            if not isinstance(await self._outcome([item], submission.done, started), OutOfMemory):
+                return
 
     def _settle(self, batch: Sequence[WorkItem], error: GatewayError) -> None:
         for item in batch:
@@ -246,6 +283,12 @@ class ModelScheduler:
 
     def _report(self, size: int, started: float, ok: bool) -> None:
         self.sink.batch_finished(BatchRecord(model=self.name, size=size, inference_s=self._clock() - started, ok=ok))
+
+
+def _decoding(item: WorkItem) -> bool:
+    """Whether this row is in the runner's batch: neither finished by the runner nor answered (an answered row
+    is dropped; a row whose submission failed was never in the batch or has left it)."""
+    return not item.row.done and not item.future.done()
 
 
 def _streamed(item: WorkItem) -> bool:

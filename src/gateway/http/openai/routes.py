@@ -11,20 +11,19 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.requests import Request
 
 from gateway.gateway import Gateway, StreamEvent
-from gateway.http.auth import KeyCheck
-from gateway.http.body_route import json_body_route
+from gateway.http.body_route import JSONBodyRoute
 from gateway.http.disconnect import until_disconnect
+from gateway.http.keys import api_key_of
 from gateway.http.openai.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.http.openai.serving import (
     chat_messages,
-    chat_response,
-    completion_response,
     params_for,
+    response,
     wants_logprobs,
 )
 from gateway.http.openai.streaming import StreamShape, openai_events
@@ -36,11 +35,11 @@ from gateway.types import GenerationParams
 _SSE_HEADERS = {"Cache-Control": "no-cache"}
 
 
-def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    """The ``/v1`` routes over ``gateway`` (each runs ``check_key`` first)."""
+def openai_router(gateway: Gateway) -> APIRouter:
+    """The ``/v1`` routes over ``gateway``."""
     router = APIRouter(prefix="/v1")
-    router.include_router(_models_router(gateway, check_key))
-    completions = APIRouter(route_class=json_body_route(check_key))
+    router.include_router(_models_router(gateway))
+    completions = APIRouter(route_class=JSONBodyRoute)
 
     @completions.post(
         "/chat/completions",
@@ -49,9 +48,7 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     )
     async def chat(request: Request, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
         """Chat completions: ``messages`` through the model's chat template, plain or streamed."""
-        model = gateway.resolve_model(body.model)
-        record_of(request).model = model
-        params = params_for(body, gateway.settings)
+        model, params = _resolve(gateway, request, body)
         prompt = gateway.chat_prompt(model, chat_messages(body))
         return await _answer(gateway, request, body, model, [prompt] * body.n, params, chat=True)
 
@@ -62,9 +59,7 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     )
     async def completion(request: Request, body: CompletionRequest) -> JSONResponse | StreamingResponse:
         """Text completions of a prompt or a list of prompts, plain or streamed."""
-        model = gateway.resolve_model(body.model)
-        record_of(request).model = model
-        params = params_for(body, gateway.settings)
+        model, params = _resolve(gateway, request, body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         rows = [p for p in prompts for _ in range(body.n)]
         return await _answer(gateway, request, body, model, rows, params, chat=False)
@@ -73,8 +68,8 @@ def openai_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
     return router
 
 
-def _models_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(check_key)])
+def _models_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter()
     created = int(time.time())
 
     @router.get("/models", response_model=None, responses=responses((*ANY_ROUTE, 401), ModelList, openai=True))
@@ -85,6 +80,17 @@ def _models_router(gateway: Gateway, check_key: KeyCheck) -> APIRouter:
         return {"object": "list", "data": data}
 
     return router
+
+
+def _resolve(
+    gateway: Gateway, request: Request, body: ChatCompletionRequest | CompletionRequest
+) -> tuple[str, GenerationParams]:
+    """The model the body names (into the access-log record) and the domain parameters, checked against it."""
+    model = gateway.resolve_model(body.model)
+    record_of(request).model = model
+    params = params_for(body, gateway.settings)
+    gateway.check_logit_bias(model, [token for token, _ in params.sampling.logit_bias])
+    return model, params
 
 
 async def _answer(
@@ -100,17 +106,23 @@ async def _answer(
     record = record_of(request)
     timeout_s = gateway.timeout_for(None)
     logprobs = wants_logprobs(body)
+    key = api_key_of(request)
     if not body.stream:
-        result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model))
+        result = await until_disconnect(request, gateway.generate(rows, params, timeout_s, model, key))
         record.add(result.stats)
-        if chat:
-            answer = chat_response(record.request_id, model, result.outputs, result.stats, logprobs, params.stop)
-        else:
-            outputs, stats = result.outputs, result.stats
-            answer = completion_response(record.request_id, model, outputs, stats, logprobs, body.n, params.stop)
+        answer = response(
+            chat,
+            record.request_id,
+            model,
+            result.outputs,
+            result.stats,
+            logprobs=logprobs,
+            copies=body.n,
+            stops=params.stop,
+        )
         return JSONResponse(answer)
     record.streamed = True
-    events = gateway.stream(rows, params, timeout_s, model)
+    events = gateway.stream(rows, params, timeout_s, model, key)
     # Admission errors (429, 503, 413) must be real statuses: the 200 goes out once the rows are admitted; from
     # then on keep-alive comments hold the connection while they wait.
     first = await anext(events)

@@ -1,7 +1,7 @@
 """OpenAI requests to the facade's domain requests, and the facade's outputs to OpenAI's response shapes.
 
 Nothing here schedules or counts: the routes call the facade with what ``params_for`` builds and shape what comes
-back with ``chat_response``/``completion_response`` or, streamed, the chunk builders.
+back with ``response`` or, streamed, the chunk builders (``streaming``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.errors import BadRequest, InvalidRequest
 from gateway.http.openai.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from gateway.http.schemas import MIN_TEMPERATURE
 from gateway.settings import Settings
 from gateway.stats import RequestStats
 from gateway.types import FinishReason, GenerationOutput, GenerationParams, SamplingParams, Token
@@ -51,7 +52,7 @@ def _sampling(request: SamplingFields) -> SamplingParams:
     # OpenAI's defaults: temperature 1 and top_p 1, that is sampling; temperature 0 is greedy.
     temperature = 1.0 if request.temperature is None else float(request.temperature)
     top_p = 1.0 if request.top_p is None else float(request.top_p)
-    do_sample = temperature > 0.0
+    do_sample = temperature >= MIN_TEMPERATURE  # a smaller one is greedy, as 0 is
     bias = tuple(sorted((int(k), float(v)) for k, v in (request.logit_bias or {}).items()))
     return SamplingParams(
         do_sample=do_sample,
@@ -130,56 +131,36 @@ def completion_logprobs(tokens: list[Token], offset: int = 0) -> dict[str, Any]:
 # -- whole answers --
 
 
-def chat_response(
+def envelope(chat: bool, request_id: str, model: str, created: int | None = None) -> dict[str, Any]:
+    """The fields every answer and every chunk of a stream carry."""
+    return {
+        "id": ("chatcmpl-" if chat else "cmpl-") + request_id,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+    }
+
+
+def response(
+    chat: bool,
     request_id: str,
     model: str,
     outputs: list[GenerationOutput],
     stats: RequestStats,
+    *,
     logprobs: bool,
+    copies: int,
     stops: tuple[str, ...],
 ) -> dict[str, Any]:
-    choices = [
-        {
-            "index": i,
-            "message": {"role": "assistant", "content": answer_text(o, stops)},
-            "logprobs": chat_logprobs(o.tokens) if logprobs else None,
-            "finish_reason": finish_reason(o),
-        }
-        for i, o in enumerate(outputs)
-    ]
-    return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(stats, len(outputs)),
-    }
-
-
-def completion_response(
-    request_id: str,
-    model: str,
-    outputs: list[GenerationOutput],
-    stats: RequestStats,
-    logprobs: bool,
-    n: int,
-    stops: tuple[str, ...],
-) -> dict[str, Any]:
-    choices = [
-        {
-            "index": i,
-            "text": answer_text(o, stops),
-            "logprobs": completion_logprobs(o.tokens) if logprobs else None,
-            "finish_reason": finish_reason(o),
-        }
-        for i, o in enumerate(outputs)
-    ]
-    return {
-        "id": f"cmpl-{request_id}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(stats, n),
-    }
+    """A whole chat completion or text completion: one choice per output, ``copies`` (``n``) per prompt."""
+    choices: list[dict[str, Any]] = []
+    for i, output in enumerate(outputs):
+        text = answer_text(output, stops)
+        if chat:
+            logs = chat_logprobs(output.tokens) if logprobs else None
+            choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": logs})
+        else:
+            logs = completion_logprobs(output.tokens) if logprobs else None
+            choices.append({"index": i, "text": text, "logprobs": logs})
+        choices[-1]["finish_reason"] = finish_reason(output)
+    return {**envelope(chat, request_id, model), "choices": choices, "usage": usage(stats, copies)}

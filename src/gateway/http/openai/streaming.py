@@ -17,7 +17,14 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.http.errors import error_body, note_error
-from gateway.http.openai.serving import answer_text, chat_logprobs, completion_logprobs, finish_reason, usage
+from gateway.http.openai.serving import (
+    answer_text,
+    chat_logprobs,
+    completion_logprobs,
+    envelope,
+    finish_reason,
+    usage,
+)
 from gateway.http.responses import dumps
 from gateway.service import StreamEvent
 from gateway.stats import RequestRecord, RequestStats
@@ -105,13 +112,9 @@ class StreamShape:
     include_usage: bool
 
     def chunk(self, choices: list[dict[str, Any]], usage_: dict[str, int] | None = None) -> bytes:
-        body: dict[str, Any] = {
-            "id": ("chatcmpl-" if self.chat else "cmpl-") + self.request_id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
+        body = envelope(self.chat, self.request_id, self.model, self.created)
+        body["object"] = "chat.completion.chunk" if self.chat else "text_completion"
+        body["choices"] = choices
         if self.include_usage:
             body["usage"] = usage_
         return sse(body)
