@@ -35,6 +35,7 @@ from gateway.http.errors import install_error_handlers
 from gateway.http.keys import Authentication, declare_security
 from gateway.http.limits import SizeLimits
 from gateway.http.openai.routes import openai_router
+from gateway.http.openapi import install_openapi
 from gateway.http.ops import faults_router, ops_router
 from gateway.http.routing import ROUTES
 from gateway.http.shedding import LoadShedding
@@ -106,6 +107,7 @@ def create_app(
     app.gateway = gateway
     app.status_board = board
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(ops_router(gateway))
     app.include_router(status_router(board, settings.alertmanager_url))
     app.include_router(tgi_router(gateway))

@@ -99,7 +99,7 @@ class DrainingServer(uvicorn.Server):
 def connection_limits(settings: Settings) -> ConnectionLimits:
     return ConnectionLimits(
         max_header_bytes=settings.max_header_bytes,
-        max_url_bytes=settings.max_url_bytes,
+        max_url_bytes=min(settings.max_url_bytes, settings.max_header_bytes),
         header_timeout_s=settings.header_timeout_s,
         max_connections=settings.max_connections,
     )

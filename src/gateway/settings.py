@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         16_384, ge=1024, description="a request's head (request line and headers): over it, 431 while it arrives"
     )
-    max_url_bytes: int = Field(8192, ge=256, description="a request's target (path and query): over it, 414")
+    max_url_bytes: int = Field(
+        8192, ge=256, description="a request's target (path and query): over it, 414 (at most max_header_bytes)"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, description="a request's head must arrive within this (from its first byte, or the connection)"
     )
@@ -174,8 +176,6 @@ class Settings(BaseSettings):
             raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
         if self.request_timeout_s > self.max_request_timeout_s:
             raise ValueError("request_timeout_s exceeds max_request_timeout_s")
-        if self.max_url_bytes > self.max_header_bytes:
-            raise ValueError("max_url_bytes exceeds max_header_bytes")
         if "{text}" not in self.translation_prompt_template:
             raise ValueError("translation_prompt_template must contain {text}")
         return self

@@ -8,6 +8,7 @@ and the worst ``/health`` latency meanwhile are printed (``-s``) for the record,
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +110,6 @@ def test_an_early_answer_closes_the_connection_rather_than_read_the_body(server:
 def test_a_request_beyond_the_connection_cap_gets_503(demo_cache_dir: Path) -> None:
     settings = {"max_connections": 3, "header_timeout_s": 30, "model_process": "false"}
     with running(start_gateway(demo_cache_dir, settings)) as srv:
-        import socket
-
         idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
         try:
             time.sleep(0.3)

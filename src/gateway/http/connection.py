@@ -43,10 +43,11 @@ class ConnectionLimits:
     max_connections: int = 1000
 
 
-def raw_error_response(error: GatewayError) -> bytes:
-    """``error`` as a whole HTTP/1.1 response that closes the connection (for answers outside any app)."""
+def raw_error_response(error: GatewayError, path: str = "") -> bytes:
+    """``error`` as a whole HTTP/1.1 response that closes the connection (for answers outside any app), in the
+    error shape of ``path`` (as much of the request target as arrived)."""
     request_id = uuid.uuid4().hex
-    body = dumps(error_body(error, request_id))
+    body = dumps(error_body(error, request_id, path))
     head = [
         STATUS_LINE[error.status_code],
         b"content-type: application/json\r\n",
@@ -178,7 +179,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             return
-        self.transport.write(raw_error_response(error))
+        target = bytes(getattr(self, "url", b""))  # set once a request began
+        self.transport.write(raw_error_response(error, target.decode("latin-1")))
         self.transport.close()
 
 

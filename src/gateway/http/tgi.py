@@ -19,6 +19,13 @@ from gateway.http.body_route import JSONBodyRoute
 from gateway.http.disconnect import until_disconnect
 from gateway.http.errors import note_error
 from gateway.http.keys import api_key_of
+from gateway.http.openapi import (
+    INFERENCE,
+    EventStreamResponse,
+    GenerateResponse,
+    TranslateResponse,
+    responses,
+)
 from gateway.http.responses import JSONResponse, dumps
 from gateway.http.schemas import (
     CompatRequest,
@@ -60,24 +67,31 @@ def tgi_router(gateway: Gateway) -> APIRouter:
     """TGI's routes and ``/translate`` over ``gateway``."""
     router = APIRouter(route_class=JSONBodyRoute)
 
-    @router.post("/generate")
+    @router.post("/generate", response_model=None, responses=responses(INFERENCE, GenerateResponse))
     async def generate(request: Request, body: GenerateRequest) -> JSONResponse:
         """Text generation, TGI's request and response shape."""
         return JSONResponse(await generate_answer(gateway, request, body))
 
-    @router.post("/generate_stream", response_model=None)
+    @router.post(
+        "/generate_stream",
+        response_model=None,
+        response_class=EventStreamResponse,
+        responses=responses(INFERENCE, stream="only"),
+    )
     async def generate_stream(request: Request, body: GenerateRequest) -> StreamingResponse:
         """Text generation streamed as Server-Sent Events in TGI's format."""
         return await stream_answer(gateway, request, body)
 
-    @router.post("/", response_model=None)
+    compat_ok = {"type": "array", "items": {"$ref": "#/components/schemas/GenerateResponse"}}
+
+    @router.post("/", response_model=None, responses=responses(INFERENCE, compat_ok, stream="also"))
     async def compat(request: Request, body: CompatRequest) -> Response:
         """TGI's compatibility route used by ``text-generation`` and ``InferenceClient``."""
         if body.stream:
             return await stream_answer(gateway, request, body)
         return JSONResponse([await generate_answer(gateway, request, body)])
 
-    @router.post("/translate")
+    @router.post("/translate", response_model=None, responses=responses(INFERENCE, TranslateResponse))
     async def translate(request: Request, body: TranslateRequest) -> JSONResponse:
         """Translate one segment or a list of segments."""
         return JSONResponse(await translate_answer(gateway, request, body))

@@ -27,6 +27,7 @@ from gateway.http.openai.serving import (
     wants_logprobs,
 )
 from gateway.http.openai.streaming import StreamShape, openai_events
+from gateway.http.openapi import ANY_ROUTE, OPENAI_INFERENCE, ChatCompletion, Completion, ModelList, responses
 from gateway.http.responses import JSONResponse
 from gateway.http.tgi import record_of
 from gateway.types import GenerationParams
@@ -40,14 +41,22 @@ def openai_router(gateway: Gateway) -> APIRouter:
     router.include_router(_models_router(gateway))
     completions = APIRouter(route_class=JSONBodyRoute)
 
-    @completions.post("/chat/completions", response_model=None)
+    @completions.post(
+        "/chat/completions",
+        response_model=None,
+        responses=responses(OPENAI_INFERENCE, ChatCompletion, openai=True, stream="also"),
+    )
     async def chat(request: Request, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
         """Chat completions: ``messages`` through the model's chat template, plain or streamed."""
         model, params = _resolve(gateway, request, body)
         prompt = gateway.chat_prompt(model, chat_messages(body))
         return await _answer(gateway, request, body, model, [prompt] * body.n, params, chat=True)
 
-    @completions.post("/completions", response_model=None)
+    @completions.post(
+        "/completions",
+        response_model=None,
+        responses=responses(OPENAI_INFERENCE, Completion, openai=True, stream="also"),
+    )
     async def completion(request: Request, body: CompletionRequest) -> JSONResponse | StreamingResponse:
         """Text completions of a prompt or a list of prompts, plain or streamed."""
         model, params = _resolve(gateway, request, body)
@@ -63,7 +72,7 @@ def _models_router(gateway: Gateway) -> APIRouter:
     router = APIRouter()
     created = int(time.time())
 
-    @router.get("/models")
+    @router.get("/models", response_model=None, responses=responses((*ANY_ROUTE, 401), ModelList, openai=True))
     async def models() -> dict[str, Any]:
         """The served models, OpenAI's list shape."""
         ids = gateway.served_models()
