@@ -46,6 +46,7 @@ class SystemFigures:
 @dataclass
 class ModelComparison:
     model: str
+    windows: tuple[float, float]  # (warm-up, measured) seconds of the uniform windows on this model
     systems: list[SystemFigures] = field(default_factory=list)
 
 
@@ -65,7 +66,11 @@ def compare(label: str, model_dir: Path, starters: list[SystemStarter], args: ar
     """Every system of ``starters`` on the model in ``model_dir``, one at a time."""
     print(f"comparison on {label} ...", file=sys.stderr)
     model = InProcessModel(model_dir, args.max_new_tokens)
-    result = ModelComparison(label)
+    # A window holds a few of the in-process batch's durations, so that whole cohorts of requests finish in it.
+    batch_s = BATCH * args.max_new_tokens / model.batched_tps(1)[0]
+    args = argparse.Namespace(**vars(args))
+    args.warmup_s, args.measure_s = max(args.warmup_s, batch_s), max(args.measure_s, 3 * batch_s)
+    result = ModelComparison(label, (args.warmup_s, args.measure_s))
     for start in starters:
         with start() as system:
             result.systems.append(measure(system, model, args))
@@ -103,8 +108,10 @@ def present(comparisons: list[ModelComparison], args: argparse.Namespace) -> lis
         *(_row(c.model, f) for c in comparisons for f in c.systems),
         "",
         f"Uniform: the same kind of {args.max_new_tokens}-token request from {BATCH} closed-loop clients, "
-        f"{args.compare_rounds} rounds of (in-process batched `generate` of {BATCH}, then {args.warmup_s:g} s "
-        f"warm-up + {args.measure_s:g} s window); paired: the median over rounds of the window's tokens/s over the "
+        f"{args.compare_rounds} rounds of (in-process batched `generate` of {BATCH}, then a warm-up and a window of "
+        "closed-loop clients: "
+        + "; ".join(f"{c.model} {c.windows[0]:.1f} s + {c.windows[1]:.1f} s" for c in comparisons)
+        + ", a few in-process batches long); paired: the median over rounds of the window's tokens/s over the "
         f"limit just before it. Concurrency 1: {args.compare_pairs} pairs of an in-process single `generate` (cores "
         f"less one torch threads) and the same request through the system. Mixed: {mix.n} fixed-seed requests, "
         f"prompts of {mix.prompt_range[0]}-{mix.prompt_range[1]} bytes (= tokens, byte-level tokenizers), "
@@ -112,7 +119,7 @@ def present(comparisons: list[ModelComparison], args: argparse.Namespace) -> lis
         f"answered; tokens/s over the wall time; latency to the last byte. TTFT: every {mix.stream_every}th request "
         "of the mix is streamed where the system streams, time to its first server-sent event carrying a token; "
         "'none' says why a system has none. Systems run one at a time; the gateway with no settings but the "
-        "model, LitServe (bench/peers/litserve_server.py: max_batch_size 32, batch_timeout at its default, "
+        "model, LitServe (bench/peers/litserve_server.py: max_batch_size 32, batch_timeout 10 ms, "
         "static batches generated to their longest request), `transformers serve --continuous-batching` over "
         "/v1/completions.",
         "",

@@ -68,7 +68,7 @@ def litserve(model_dir: Path, model: str, log: Path) -> Iterator[System]:
     """LitServe (``litserve_server.py``) serving ``model_dir``; killed on the way out."""
     port = free_port()
     argv = [sys.executable, str(LITSERVE_SCRIPT), str(model_dir), str(port)]
-    server = ServerProcess(argv, _offline_env(), port, log=log, ready_path="/health")
+    server = ServerProcess(argv, _offline_env(), port, log=log, ready_path="/health", own_group=True)
     with running(server, ready_timeout_s=180, stop_grace_s=10):
         yield System("LitServe", model, server, LitServeWire())
 
@@ -79,6 +79,6 @@ def transformers_serve(model_dir: Path, model: str, log: Path) -> Iterator[Syste
     port = free_port()
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     argv = [exe, "serve", "--continuous-batching", "--host", LOOPBACK, "--port", str(port), str(model_dir)]
-    server = ServerProcess(argv, _offline_env(), port, log=log, ready_path="/health")
+    server = ServerProcess(argv, _offline_env(), port, log=log, ready_path="/health", own_group=True)
     with running(server, ready_timeout_s=180, stop_grace_s=10):
         yield System("transformers serve --continuous-batching", model, server, OpenAICompletionsWire(str(model_dir)))
