@@ -126,6 +126,17 @@ class ServerProcess:
         else:
             self.proc.send_signal(sig)
 
+    def _stop_group(self, timeout_s: float = 10.0) -> None:
+        """Kill what is left of the process group (workers left behind by the server) and wait until it is gone
+        (a zombie still counts until init reaps it)."""
+        until = time.monotonic() + timeout_s
+        while time.monotonic() < until:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop the process: SIGTERM and up to ``grace_s`` to exit (a drain) when ``grace_s`` > 0, else, or then,
         SIGKILL."""
@@ -138,8 +149,7 @@ class ServerProcess:
                 self._signal(signal.SIGKILL)
                 self.proc.wait(10)
         if self.own_group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # workers left behind by the server
+            self._stop_group()
         if self._log_file is not None:
             self._log_file.close()
 
