@@ -66,10 +66,11 @@ def compare(label: str, model_dir: Path, starters: list[SystemStarter], args: ar
     """Every system of ``starters`` on the model in ``model_dir``, one at a time."""
     print(f"comparison on {label} ...", file=sys.stderr)
     model = InProcessModel(model_dir, args.max_new_tokens)
-    # A window holds a few of the in-process batch's durations, so that whole cohorts of requests finish in it.
+    # Answers come in cohorts (rows that joined together finish together): a window holds several in-process
+    # batches' worth, so that one cohort more or less in it moves its tokens/s by little.
     batch_s = BATCH * args.max_new_tokens / model.batched_tps(1)[0]
     args = argparse.Namespace(**vars(args))
-    args.warmup_s, args.measure_s = max(args.warmup_s, batch_s), max(args.measure_s, 3 * batch_s)
+    args.warmup_s, args.measure_s = max(args.warmup_s, batch_s), max(args.measure_s, 8 * batch_s)
     result = ModelComparison(label, (args.warmup_s, args.measure_s))
     for start in starters:
         with start() as system:
@@ -111,7 +112,7 @@ def present(comparisons: list[ModelComparison], args: argparse.Namespace) -> lis
         f"{args.compare_rounds} rounds of (in-process batched `generate` of {BATCH}, then a warm-up and a window of "
         "closed-loop clients: "
         + "; ".join(f"{c.model} {c.windows[0]:.1f} s + {c.windows[1]:.1f} s" for c in comparisons)
-        + ", a few in-process batches long); paired: the median over rounds of the window's tokens/s over the "
+        + ", at least 8 in-process batches long); paired: the median over rounds of the window's tokens/s over the "
         f"limit just before it. Concurrency 1: {args.compare_pairs} pairs of an in-process single `generate` (cores "
         f"less one torch threads) and the same request through the system. Mixed: {mix.n} fixed-seed requests, "
         f"prompts of {mix.prompt_range[0]}-{mix.prompt_range[1]} bytes (= tokens, byte-level tokenizers), "
