@@ -1,4 +1,4 @@
-"""Load benchmark of the gateway on the built-in demo causal LM (``make bench``).
+"""Load benchmark of the gateway and its peers (``make bench``).
 
 What it does, in one process and one run:
 
@@ -14,6 +14,11 @@ What it does, in one process and one run:
 3. Overload: a second gateway whose queue holds 16 rows, and 64 clients; every request must end in 200 or 429,
    429s must come at once (under 20 ms) and nothing may hang.
 4. ``/metrics`` scrape latency after the traffic, and whether every series of the contract is there.
+5. The comparison (``bench.compare``): on the demo model and on the bench Llama (6 layers, width 384, a slow
+   byte-level tokenizer), the gateway, LitServe and ``transformers serve --continuous-batching``, each at its
+   defaults and one at a time: 64-token requests at concurrency 32 paired with the in-process limit, single
+   calls paired at concurrency 1, and a mixed workload of 192 requests (TTFT from its streamed ones).
+   ``--gateway-env NAME=VALUE`` adds a candidate gateway under its own name; ``--only-compare`` skips 1-4.
 
 Results: a markdown table on stdout and in ``bench/results/latest.md`` (raw numbers in ``latest.json``), and a
 plot in ``bench/results/latest.png``.
