@@ -124,7 +124,40 @@ def present(comparisons: list[ModelComparison], args: argparse.Namespace) -> lis
         "static batches generated to their longest request), `transformers serve --continuous-batching` over "
         "/v1/completions.",
         "",
+        "### The gateway's targets against its peers",
+        "",
+        "| model | target | result | met |",
+        "| --- | --- | --- | --- |",
+        *(line for c in comparisons for line in _targets(c)),
+        "",
     ]
+
+
+def _targets(c: ModelComparison) -> list[str]:
+    """The issue's targets for the gateway at its defaults against the peers on one model (where they ran)."""
+    from bench.report import percentile
+
+    by_name = {f.system: f for f in c.systems}
+    gw, ls, ts = (by_name.get(n) for n in ("gateway", "LitServe", "transformers serve --continuous-batching"))
+    if gw is None:
+        return []
+    rows = [
+        ("uniform at 32 >= 0.90 of the in-process limit, paired", f"{gw.uniform.paired_ratio:.2f}",
+         gw.uniform.paired_ratio >= 0.90),
+        ("concurrency 1 within 5 ms of in-process (p50)", f"{gw.overhead_s * 1000:+.1f} ms", gw.overhead_s <= 0.005),
+    ]  # fmt: skip
+    p99 = percentile(gw.mixed.latencies, 0.99)
+    for peer, factor in ((ls, 2.0), (ts, 1.3)):
+        if peer is not None:
+            ratio = gw.mixed.throughput / peer.mixed.throughput if peer.mixed.throughput else float("inf")
+            peer_p99 = percentile(peer.mixed.latencies, 0.99)
+            rows.append((f"mixed tokens/s >= {factor:g}x {peer.system}", f"{ratio:.2f}x", ratio >= factor))
+            rows.append((f"mixed p99 below {peer.system}'s", f"{p99:.1f} s against {peer_p99:.1f} s", p99 < peer_p99))
+    if ls is not None:
+        ahead = gw.uniform.throughput > ls.uniform.throughput
+        rows.append(("uniform at 32 ahead of LitServe", f"{gw.uniform.throughput:,.0f} against "
+                     f"{ls.uniform.throughput:,.0f} tokens/s", ahead))  # fmt: skip
+    return [f"| {c.model} | {t} | {r} | {'yes' if ok else 'no'} |" for t, r, ok in rows]
 
 
 def summary(comparisons: list[ModelComparison]) -> list[dict[str, Any]]:
