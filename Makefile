@@ -61,6 +61,8 @@ test-e2e: install system-deps
 
 test: lint typecheck pytest
 
+# About 25 minutes on 2 cores: the gateway's sections on the demo model, then the gateway, LitServe and
+# `transformers serve --continuous-batching` on the demo model and the bench Llama (bench/run_bench.py --help).
 bench: install
 	$(BIN)/python bench/run_bench.py
 

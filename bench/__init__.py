@@ -10,6 +10,9 @@
 * ``scenarios``: closed-loop levels and paired single calls (any system), overload and the ``/metrics`` scrape
   (the gateway's own).
 * ``report``: the markdown report, the JSON summary and the plot.
+* ``peers``: other serving stacks as systems (LitServe with dynamic batching, ``transformers serve
+  --continuous-batching``); ``lineup``: the models (the demo causal LM, the bench Llama with a slow tokenizer)
+  and the systems serving each; ``compare``: each system on each model, one at a time, in one table.
 
 Another system in the same run (a peer serving the same model) is a ``System`` with its own server command and
 ``Wire``, measured by ``run_bench.measure_system`` like the gateway, against the same ``InProcessModel``; another

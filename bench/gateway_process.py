@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,7 @@ class ServerProcess:
         *,
         log: Path | None = None,
         ready_path: str = "/ready",
+        own_group: bool = False,
     ) -> None:
         self.port = port
         self.url = f"http://{LOOPBACK}:{port}"
@@ -78,7 +80,11 @@ class ServerProcess:
         self.ready_path = ready_path
         self._log_file: IO[str] | None = log.open("w") if log is not None else None
         out = self._log_file if self._log_file is not None else subprocess.PIPE
-        self.proc = subprocess.Popen(list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT, text=True)
+        # own_group: a process group of its own, stopped as a whole (a server whose workers outlive their parent).
+        self.own_group = own_group
+        self.proc = subprocess.Popen(
+            list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=own_group
+        )
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Return once ``ready_path`` answers 200; ``ServerNotReady`` if the process exits or time runs out."""
@@ -113,17 +119,37 @@ class ServerProcess:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+
+    def _stop_group(self, timeout_s: float = 10.0) -> None:
+        """Kill what is left of the process group (workers left behind by the server) and wait until it is gone
+        (a zombie still counts until init reaps it)."""
+        until = time.monotonic() + timeout_s
+        while time.monotonic() < until:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
     def stop(self, grace_s: float = 0.0) -> None:
         """Stop the process: SIGTERM and up to ``grace_s`` to exit (a drain) when ``grace_s`` > 0, else, or then,
         SIGKILL."""
         if self.proc.poll() is None:
             if grace_s > 0:
-                self.proc.terminate()
+                self._signal(signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(grace_s)
             if self.proc.poll() is None:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait(10)
+        if self.own_group:
+            self._stop_group()
         if self._log_file is not None:
             self._log_file.close()
 

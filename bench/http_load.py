@@ -14,6 +14,7 @@ no TLS. A connection whose request timed out is closed, and the next request ope
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import httptools
@@ -25,6 +26,8 @@ class Response:
     status: int
     headers: dict[str, str]  # names in lower case
     body: bytes
+    # (perf_counter seconds, body bytes received so far) at each piece of the body: when a streamed event came
+    marks: tuple[tuple[float, int], ...] = ()
 
     def json(self) -> object:
         return orjson.loads(self.body)
@@ -37,6 +40,8 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
+        self.marks: list[tuple[float, int]] = []
+        self.size = 0
 
     # asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,17 +60,21 @@ class _Protocol(asyncio.Protocol):
 
     # httptools
     def on_message_begin(self) -> None:
-        self.headers, self.body = {}, []
+        self.headers, self.body, self.marks, self.size = {}, [], [], 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.size += len(body)
+        self.marks.append((time.perf_counter(), self.size))
 
     def on_message_complete(self) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(Response(self.parser.get_status_code(), self.headers, b"".join(self.body)))
+            self.waiter.set_result(
+                Response(self.parser.get_status_code(), self.headers, b"".join(self.body), tuple(self.marks))
+            )
         if not self.parser.should_keep_alive() and self.transport is not None:
             self.transport.close()  # the server said ``Connection: close``: the next request reconnects
 

@@ -1,4 +1,4 @@
-"""Load benchmark of the gateway on the built-in demo causal LM (``make bench``).
+"""Load benchmark of the gateway and its peers (``make bench``).
 
 What it does, in one process and one run:
 
@@ -14,6 +14,11 @@ What it does, in one process and one run:
 3. Overload: a second gateway whose queue holds 16 rows, and 64 clients; every request must end in 200 or 429,
    429s must come at once (under 20 ms) and nothing may hang.
 4. ``/metrics`` scrape latency after the traffic, and whether every series of the contract is there.
+5. The comparison (``bench.compare``): on the demo model and on the bench Llama (6 layers, width 384, a slow
+   byte-level tokenizer), the gateway, LitServe and ``transformers serve --continuous-batching``, each at its
+   defaults and one at a time: 64-token requests at concurrency 32 paired with the in-process limit, single
+   calls paired at concurrency 1, and a mixed workload of 192 requests (TTFT from its streamed ones).
+   ``--gateway-env NAME=VALUE`` adds a candidate gateway under its own name; ``--only-compare`` skips 1-4.
 
 Results: a markdown table on stdout and in ``bench/results/latest.md`` (raw numbers in ``latest.json``), and a
 plot in ``bench/results/latest.png``.
@@ -37,9 +42,13 @@ import asyncio
 import dataclasses
 import gc
 import json
+import os
 import time
 
 from bench.baseline import InProcessModel
+from bench.compare import ModelComparison, compare, present
+from bench.compare import summary as compare_summary
+from bench.lineup import MODELS, SYSTEMS, starters
 from bench.plot import plot
 from bench.report import Run, report, server_latencies, summary
 from bench.scenarios.gateway_metrics import scrape_metrics
@@ -62,6 +71,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument("--pairs", type=int, default=40, help="paired single calls (in-process, gateway)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--models", default=",".join(MODELS), help="models of the comparison (empty: none)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="systems of the comparison, in order")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a candidate: one more gateway in the comparison with this in its environment, under its own name",
+    )
+    parser.add_argument("--compare-rounds", type=int, default=3, help="uniform rounds per system in the comparison")
+    parser.add_argument("--compare-pairs", type=int, default=20, help="paired single calls per system")
+    parser.add_argument("--mixed-requests", type=int, default=192)
+    parser.add_argument("--only-compare", action="store_true", help="the comparison only (no gateway sections)")
     return parser.parse_args()
 
 
@@ -80,20 +102,11 @@ def measure_system(
     return levels, pairs
 
 
-def main() -> int:
+def gateway_sections(cache: Path, args: argparse.Namespace) -> Run:
+    """The gateway's own sections on the demo model: levels, overhead, /v1/chat/completions, overload, /metrics."""
     from gateway.demo import DEMO_CAUSAL_ID, ensure_demo_models
 
-    args = parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache = demo_cache()
-    model_dir = ensure_demo_models(cache)[DEMO_CAUSAL_ID]
-    started = time.monotonic()
-    model = InProcessModel(model_dir, args.max_new_tokens)
-    # This process holds torch and transformers too: out of the collector's sight, so that its full collections
-    # (a few hundred ms each) do not land in the clients' latencies (the gateway does the same for its own).
-    gc.collect()
-    gc.freeze()
-
+    model = InProcessModel(ensure_demo_models(cache)[DEMO_CAUSAL_ID], args.max_new_tokens)
     with gateway(cache, args.out / "gateway.log", DEMO_CAUSAL_ID, GATEWAY_SETTINGS) as gw:
         levels, pairs = measure_system(gw, model, args)
         print(f"concurrency {BATCH} through /v1/chat/completions ...", file=sys.stderr)
@@ -101,18 +114,37 @@ def main() -> int:
         asyncio.run(chat_system.warm(args.max_new_tokens))
         chat = run_level(chat_system, model, BATCH, args)
         scrapes, missing = asyncio.run(scrape_metrics(gw))
-
     print("overload ...", file=sys.stderr)
     overload_log = args.out / "gateway-overload.log"
     overload = overload_run(cache, overload_log, DEMO_CAUSAL_ID, args.max_new_tokens, args.overload_s)
+    return Run(args, levels, pairs, overload, server_latencies(overload_log, 429), scrapes, missing, chat)
 
-    run = Run(args, levels, pairs, overload, server_latencies(overload_log, 429), scrapes, missing, chat)
-    text = report(run)
-    text += f"\nWhole run: {time.monotonic() - started:.0f} s.\n"
+
+def main() -> int:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = demo_cache()
+    started = time.monotonic()
+    # This process holds torch and transformers too: out of the collector's sight, so that its full collections
+    # (a few hundred ms each) do not land in the clients' latencies (the gateway does the same for its own).
+    gc.collect()
+    gc.freeze()
+    run = None if args.only_compare else gateway_sections(cache, args)
+    comparisons: list[ModelComparison] = []
+    for name in filter(None, args.models.split(",")):
+        label, path, chosen = starters(name, cache, args.out, args)
+        comparisons.append(compare(label, path, chosen, args))
+    text = report(run) if run is not None else "# Gateway benchmark\n"
+    if comparisons:
+        text += "\n" + "\n".join(present(comparisons, args))
+    text += f"\nWhole run: {time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()}.\n"
     print(text)
     (args.out / "latest.md").write_text(text)
-    plot(args.out / "latest.png", levels, args.max_new_tokens)
-    (args.out / "latest.json").write_text(json.dumps(summary(run), indent=1))
+    numbers = summary(run) if run is not None else {}
+    numbers["comparison"] = compare_summary(comparisons)
+    if run is not None:
+        plot(args.out / "latest.png", run.levels, args.max_new_tokens)
+    (args.out / "latest.json").write_text(json.dumps(numbers, indent=1))
     return 0
 
 

@@ -34,6 +34,14 @@ class Wire(Protocol):
         """Generated tokens of a 200 answer to a request made with ``details``."""
         ...
 
+    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
+        """(path, JSON body) of the same generation streamed as server-sent events; ``None``: no streaming."""
+        ...
+
+    def token_event(self, event: dict[str, Any]) -> bool:
+        """Whether one event of such a stream carries a generated token."""
+        ...
+
 
 class TgiWire:
     """TGI's ``POST /generate``: ``inputs`` and ``parameters``; ``details`` holds ``generated_tokens``."""
@@ -47,6 +55,12 @@ class TgiWire:
     def generated_tokens(self, answer: object) -> int:
         assert isinstance(answer, dict)
         return int(answer["details"]["generated_tokens"])
+
+    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
+        return "/generate_stream", {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+
+    def token_event(self, event: dict[str, Any]) -> bool:
+        return event.get("token") is not None
 
 
 class OpenAIChatWire:
@@ -65,6 +79,13 @@ class OpenAIChatWire:
     def generated_tokens(self, answer: object) -> int:
         assert isinstance(answer, dict)
         return int(answer["usage"]["completion_tokens"])
+
+    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
+        path, body = self.request(prompt, max_new_tokens)
+        return path, {**body, "stream": True}
+
+    def token_event(self, event: dict[str, Any]) -> bool:
+        return any(c.get("delta", {}).get("content") for c in event.get("choices") or ())
 
 
 @dataclass
@@ -109,9 +130,18 @@ def close_all(conns: list[Connection]) -> None:
 
 
 @contextlib.contextmanager
-def gateway(cache_dir: Path, log: Path, model: str, settings: Mapping[str, str]) -> Iterator[System]:
-    """``gateway serve`` on the demo models of ``cache_dir`` with ``settings``, its JSON logs in ``log``, as the
-    system serving ``model``; stopped (SIGTERM, then SIGKILL after 30 s) on the way out."""
-    server = start_gateway(cache_dir, {**BASE_SETTINGS, **settings}, log=log)
+def gateway(
+    cache_dir: Path,
+    log: Path,
+    model: str,
+    settings: Mapping[str, str],
+    *,
+    name: str = "gateway",
+    env: Mapping[str, str] = {},
+) -> Iterator[System]:
+    """``gateway serve`` on the demo models of ``cache_dir`` (or ``settings["model"]``) with ``settings``, its JSON
+    logs in ``log``, as the system serving ``model`` (its metrics label); stopped (SIGTERM, then SIGKILL after
+    30 s) on the way out. ``env``: more environment (a candidate setting measured under its own name)."""
+    server = start_gateway(cache_dir, {**BASE_SETTINGS, **settings}, env=env, log=log)
     with running(server, ready_timeout_s=120, stop_grace_s=30):
-        yield System("gateway", model, server, TgiWire(), metrics_model=model)
+        yield System(name, model, server, TgiWire(), metrics_model=model)

@@ -46,3 +46,68 @@ class Uniform:
 
     def request(self, user: int, k: int) -> tuple[str, int]:
         return self.pool[(user * 7 + k) % len(self.pool)], self.max_new_tokens
+
+
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "judge",
+    "boxing",
+    "matches",
+    "near",
+    "old",
+    "harbors",
+    "under",
+    "grey",
+    "skies",
+    "and",
+    "every",
+    "morning",
+    "a",
+    "small",
+    "boat",
+    "leaves",
+    "the",
+    "bay",
+    "carrying",
+    "letters",
+    "maps",
+    "and",
+    "bread",
+]
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A fixed-seed mix, the same every run: ``n`` requests with prompts of ``prompt_range`` tokens (characters:
+    the bench's tokenizers are byte-level) and ``max_new_tokens`` in ``new_range``, both uniform; every
+    ``stream_every``-th is streamed where the system streams (time to first token)."""
+
+    n: int = 192
+    prompt_range: tuple[int, int] = (8, 512)
+    new_range: tuple[int, int] = (8, 256)
+    stream_every: int = 8
+    seed: int = 16
+
+    def requests(self) -> list[tuple[str, int, bool]]:
+        """(prompt, max_new_tokens, streamed) of every request, in the order they are sent."""
+        import random
+
+        rng = random.Random(self.seed)
+        out = []
+        for i in range(self.n):
+            length = rng.randint(*self.prompt_range)
+            words = f"Request {i}: " + " ".join(rng.choice(_WORDS) for _ in range(length // 3 + 1))
+            out.append((words[:length], rng.randint(*self.new_range), i % self.stream_every == 0))
+        return out

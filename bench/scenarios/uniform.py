@@ -115,12 +115,17 @@ async def run_window(system: System, level: Level, workload: Workload, warmup_s:
     return window.tokens / measure_s
 
 
-def run_level(system: System, model: InProcessModel, concurrency: int, args: argparse.Namespace) -> Level:
-    """``args.rounds`` rounds of: the in-process limit, then a window on ``system`` (which idles meanwhile)."""
+def run_level(
+    system: System, model: InProcessModel, concurrency: int, args: argparse.Namespace, rounds: int | None = None
+) -> Level:
+    """``rounds`` rounds (``args.rounds``, at least 5 at ``BATCH``) of: the in-process limit, then a window on
+    ``system`` (which idles meanwhile)."""
     level = Level(concurrency)
     workload = Uniform(args.max_new_tokens)
     # The throughput target is judged at BATCH: more rounds there, for a steadier median.
-    for _ in range(max(args.rounds, 5) if concurrency == BATCH else args.rounds):
+    if rounds is None:
+        rounds = max(args.rounds, 5) if concurrency == BATCH else args.rounds
+    for _ in range(rounds):
         limit, _ = model.batched_tps(args.repeats)
         if concurrency == 1:
             times, _ = model.single_times(4 * args.repeats)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 DEMO_CAUSAL_ID = "gateway-demo/tiny-causal-lm"
 DEMO_SEQ2SEQ_ID = "gateway-demo/tiny-seq2seq"
+BENCH_CAUSAL_ID = "gateway-demo/bench-llama"
 DEMO_LANGUAGES = ("en", "zh", "de", "fr", "es", "ja", "it", "pt", "ru", "ko")
 
 # Bump when the recipe changes so that stale caches are rebuilt instead of loaded.
@@ -173,6 +174,50 @@ def _build_seq2seq(out: Path) -> None:
     (out / "gateway-languages.json").write_text(
         json.dumps({"style": "target_token", "languages": list(DEMO_LANGUAGES)})
     )
+
+
+def _build_bench_causal(out: Path) -> None:
+    """A Llama a few times the demo's size (6 layers, width 384), so that a batched step is mostly compute, with
+    ``ByT5Tokenizer``: byte-level, pure Python, no fast version (``AutoTokenizer`` loads it as it is)."""
+    import torch
+    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = ByT5Tokenizer(extra_ids=0)
+    tok.chat_template = _CHAT_TEMPLATE.replace("<s>", "")
+    torch.manual_seed(_SEED + 2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=384,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    printable = [tok.convert_tokens_to_ids(chr(b)) for b in range(32, 127) if chr(b).isalnum() or chr(b) in " .,!?'-"]
+    _damp_unprintable(model, printable, tok.eos_token_id)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def ensure_bench_model(cache_dir: Path | None = None) -> Path:
+    """Build the benchmark's second model into ``cache_dir`` unless it is there already; return its path. Not a
+    demo model the gateway serves by itself: it is served as ``GATEWAY_MODEL=<path>`` like a user's model."""
+    path = (cache_dir or default_cache_dir()) / "bench-llama"
+    if not _is_current(path):
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        _write_atomically(path, _build_bench_causal)
+    return path
 
 
 def ensure_demo_models(cache_dir: Path | None = None) -> dict[str, Path]:
