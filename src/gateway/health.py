@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.stats import BatchRecord, CanaryRecord, RequestRecord
+from gateway.stats import NullSink, RequestRecord
 
 __all__ = [
     "COMPONENTS",
@@ -226,8 +226,9 @@ ERROR_STATUSES: Final = frozenset({"server_error", "timeout"})
 COUNTED_STATUSES: Final = frozenset({"success", "server_error", "timeout"})
 
 
-class RequestWindow:
-    """A ``StatsSink`` keeping the last ``window_s`` seconds of finished requests per model, on ``clock``.
+class RequestWindow(NullSink):
+    """A ``StatsSink`` keeping the last ``window_s`` seconds of finished requests per model, on ``clock`` (the
+    other records it is handed, it drops, as ``NullSink`` does).
 
     Counted: successes, server errors and timeouts (the error ratio's denominator, as the alerts count it);
     client errors, rejections and cancellations are not the model failing and are left out of the ratio and the
@@ -260,18 +261,6 @@ class RequestWindow:
         with self._lock:
             events = self._events.setdefault(record.model, deque(maxlen=self._max_events))
             events.append(event)
-
-    def batch_finished(self, record: BatchRecord) -> None:
-        pass
-
-    def breaker_transition(self, model: str, to_state: str) -> None:
-        pass
-
-    def worker_replaced(self, model: str) -> None:
-        pass
-
-    def canary_finished(self, record: CanaryRecord) -> None:
-        pass
 
     def stats(self, model: str) -> WindowStats:
         now = self._clock()
