@@ -63,7 +63,24 @@ class TgiWire:
         return event.get("token") is not None
 
 
-class OpenAIChatWire:
+class OpenAIWire:
+    """What the OpenAI API's routes share: ``usage.completion_tokens`` holds the generated tokens, and a streamed
+    request is the same body with ``stream``. Subclasses say the route and body (``request``) and which events
+    carry a token (``token_event``)."""
+
+    def generated_tokens(self, answer: object) -> int:
+        assert isinstance(answer, dict)
+        return int(answer["usage"]["completion_tokens"])
+
+    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
+        path, body = self.request(prompt, max_new_tokens)
+        return path, {**body, "stream": True}
+
+    def request(self, prompt: str, max_new_tokens: int, details: bool = False) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class OpenAIChatWire(OpenAIWire):
     """The OpenAI API's ``POST /v1/chat/completions``: the prompt as one user message through the model's chat
     template, greedy; ``usage.completion_tokens`` holds the generated tokens."""
 
@@ -75,14 +92,6 @@ class OpenAIChatWire:
             "max_tokens": max_new_tokens,
             "temperature": 0,
         }
-
-    def generated_tokens(self, answer: object) -> int:
-        assert isinstance(answer, dict)
-        return int(answer["usage"]["completion_tokens"])
-
-    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
-        path, body = self.request(prompt, max_new_tokens)
-        return path, {**body, "stream": True}
 
     def token_event(self, event: dict[str, Any]) -> bool:
         return any(c.get("delta", {}).get("content") for c in event.get("choices") or ())

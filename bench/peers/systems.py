@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gateway_process import LOOPBACK, ServerProcess, free_port, running
-from bench.systems import System
+from bench.systems import OpenAIWire, System
 
 LITSERVE_SCRIPT = Path(__file__).resolve().parent / "litserve_server.py"
 
@@ -35,7 +35,7 @@ class LitServeWire:
         return False
 
 
-class OpenAICompletionsWire:
+class OpenAICompletionsWire(OpenAIWire):
     """The OpenAI API's ``POST /v1/completions`` (the prompt as it is, no chat template), greedy, for ``model``;
     ``usage.completion_tokens`` holds the generated tokens."""
 
@@ -45,14 +45,6 @@ class OpenAICompletionsWire:
     def request(self, prompt: str, max_new_tokens: int, details: bool = False) -> tuple[str, dict[str, Any]]:
         body = {"model": self.model, "prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0}
         return "/v1/completions", body
-
-    def generated_tokens(self, answer: object) -> int:
-        assert isinstance(answer, dict)
-        return int(answer["usage"]["completion_tokens"])
-
-    def stream_request(self, prompt: str, max_new_tokens: int) -> tuple[str, dict[str, Any]] | None:
-        path, body = self.request(prompt, max_new_tokens)
-        return path, {**body, "stream": True}
 
     def token_event(self, event: dict[str, Any]) -> bool:
         return any(c.get("text") for c in event.get("choices") or ())
