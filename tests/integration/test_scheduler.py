@@ -237,3 +237,50 @@ def test_decoding_steps_take_the_ready_mask_once_it_proves_equal_on_a_padded_ste
         assert isinstance(sink.outcome, GenerationOutput)
         ids = [t.id for t in sink.outcome.tokens]
         assert len(ids) > 2 and ids == expected[len(row.input_ids) :][: len(ids)]
+
+
+def test_rows_of_many_lengths_joining_and_leaving_keep_their_own_tokens_with_steps_writing_in_place(
+    runner: TransformersRunner,
+) -> None:
+    """Rows with prompts of very different lengths join a running batch at different steps and leave it at
+    different steps (each its own ``max_new_tokens``): every row's tokens are those of its prompt generated alone,
+    and between those reshapes a decoding step writes its column into the cache's spare room (the keys stay a
+    view of the same buffer) instead of copying the cache."""
+    model = runner.model
+    batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
+    prompts = ["a" * 3, "Request 7: " + "letters and words " * 12, "ab cd", "x" * 40]
+    lengths = [9, 20, 5, 14]
+    sinks = [TokenLog() for _ in prompts]
+    rows = [
+        Row(
+            input_ids=runner.encode(p),
+            params=GenerationParams(max_new_tokens=n),
+            deadline=time.monotonic() + 60,
+            sink=sink,
+        )
+        for p, n, sink in zip(prompts, lengths, sinks, strict=True)
+    ]
+    in_place = reshaped = 0
+    with torch.inference_mode():
+        batch.join(rows[:2], Sampler(GREEDY.sampling, runner.device))
+        joins = {3: rows[2:3], 6: rows[3:]}
+        for step in range(40):
+            if step in joins:
+                batch.join(joins[step], Sampler(GREEDY.sampling, runner.device))
+            if not len(batch):
+                break
+            assert batch.cache is not None
+            before = (len(batch), batch.cache.layers[0].keys.data_ptr())
+            batch.step()
+            if batch.cache is not None and before == (len(batch), batch.cache.layers[0].keys.data_ptr()):
+                in_place += 1
+            else:
+                reshaped += 1
+        alone = [
+            model.generate(torch.tensor([row.input_ids]), max_new_tokens=n, do_sample=False)[0].tolist()
+            for row, n in zip(rows, lengths, strict=True)
+        ]
+    assert not len(batch) and reshaped >= 3 and in_place > reshaped
+    for row, sink, expected in zip(rows, sinks, alone, strict=True):
+        assert isinstance(sink.outcome, GenerationOutput)
+        assert [t.id for t in sink.outcome.tokens] == expected[len(row.input_ids) :]

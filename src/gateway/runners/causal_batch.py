@@ -10,6 +10,9 @@ which columns are real for each row. Then:
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
 - finished rows are dropped from the cache at once, and columns no remaining row uses are trimmed.
 
+The cache's layers are ``GrowingLayer``s (``kv_cache``): a step writes its column into spare room instead of
+copying the whole cache, which on long prompts was most of a step.
+
 On the CPU, a decoding step hands the model its attention mask ready-made, as the boolean ``(rows, 1, 1,
 columns)`` mask that transformers builds for SDPA from the 2D one (one query per row: the causal part is all
 true). That skips its mask builder, a noticeable share of a step on a small model. Whether the model takes the
@@ -42,6 +45,7 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from gateway.runners.base import Row
+from gateway.runners.kv_cache import growing_cache
 from gateway.runners.logits import (
     Alternatives,
     LogitBias,
@@ -209,7 +213,7 @@ class CausalBatch:
         ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         logits = self._forward(ids, mask, positions, cache, prefill=True)
         chosen, logprobs, tops = sampler.choose(logits, states)
         new_size = len(self.states) + len(rows)
