@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps lint typecheck pytest test-unit test-integration test-e2e bench clean
+.PHONY: run test install system-deps bench-deps lint typecheck pytest test-unit test-integration test-e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,8 +63,18 @@ test: lint typecheck pytest
 
 # About 25 minutes on 2 cores: the gateway's sections on the demo model, then the gateway, LitServe and
 # `transformers serve --continuous-batching` on the demo model and the bench Llama (bench/run_bench.py --help).
-bench: install
+bench: install bench-deps
 	$(BIN)/python bench/run_bench.py
+
+# What only the bench needs: hey, the load generator of its second overload (bench/scenarios/overload_hey.py).
+bench-deps:
+	@if ! command -v hey >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; \
+		else \
+			echo "missing tools: run 'sudo apt-get install hey'"; exit 1; \
+		fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,8 +7,8 @@
 * ``baseline``: the in-process limit, the same model driven by transformers' ``generate`` with no HTTP.
 * ``systems``: a system under test (a server process and how to ask it to generate); the gateway is one, a peer
   server serving the same model would be another.
-* ``scenarios``: closed-loop levels and paired single calls (any system), overload and the ``/metrics`` scrape
-  (the gateway's own).
+* ``scenarios``: closed-loop levels and paired single calls (any system), overload (polite clients, and
+  through ``hey``) and the ``/metrics`` scrape (the gateway's own).
 * ``report``: the markdown report, the JSON summary and the plot.
 * ``peers``: other serving stacks as systems (LitServe with dynamic batching, ``transformers serve
   --continuous-batching``); ``lineup``: the models (the demo causal LM, the bench Llama with a slow tokenizer)

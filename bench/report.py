@@ -11,12 +11,16 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.gateway_process import setting_env
 from bench.scenarios.overload import Overload
 from bench.scenarios.uniform import Level
 from bench.workload import BATCH, GATEWAY_SETTINGS, OVERLOAD_CLIENTS, OVERLOAD_QUEUE
+
+if TYPE_CHECKING:
+    # It imports this module's percentile: a type here only.
+    from bench.scenarios.overload_hey import HeyOverload
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,6 +60,7 @@ class Run:
     scrapes: list[float]
     missing: list[str]
     chat: Level | None = None  # concurrency BATCH through /v1/chat/completions on the same gateway
+    hey: HeyOverload | None = None  # the overload through hey; None: hey is not installed
 
     @property
     def best_limit(self) -> float:
@@ -158,6 +163,49 @@ def _overload_section(run: Run) -> list[str]:
     ]
 
 
+def hey_section(hey: HeyOverload | None, duration_s: float) -> list[str]:
+    """The overload through hey: what hey timed, by outcome, and the 429s as the gateway logged them."""
+    title = f"## Overload through hey: {OVERLOAD_CLIENTS} connections, queue of {OVERLOAD_QUEUE}, {duration_s:g} s"
+    if hey is None:
+        return [title, "", "hey not installed (`apt-get install hey`; `make bench` installs it): not run.", ""]
+    ok, no = hey.accepted, hey.rejected
+    logged = hey.logged.get(429, [])
+    return [
+        title,
+        "",
+        f"hey (Go, its own process on the same cores) holds {OVERLOAD_CLIENTS} keep-alive connections and sends "
+        "each one's next request as soon as the last is answered; it does not honour `Retry-After`. Times as hey "
+        "measured them. Lost: requests the gateway finished that hey has no answer for (hey's CSV leaves out "
+        "the requests it gave up on).",
+        "",
+        "| accepted (200) | rejected (429) | other statuses | lost | 429 p50 ms | 429 p99 ms | 429 max ms | "
+        "200 p50 ms | 200 p99 ms | 200 max ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {len(ok)} | {len(no)} | {hey.other or 0} | {hey.lost} | {ms(percentile(no, 0.5))} | "
+        f"{ms(percentile(no, 0.99))} | {ms(max(no, default=float('nan')))} | {ms(percentile(ok, 0.5))} | "
+        f"{ms(percentile(ok, 0.99))} | {ms(max(ok, default=float('nan')))} |",
+        "",
+        f"429 latency as the gateway logged it: p50 {ms(percentile(logged, 0.5))} ms, p99 "
+        f"{ms(percentile(logged, 0.99))} ms, max {ms(max(logged, default=float('nan')))} ms. hey exited with "
+        f"{hey.exit_code}; the gateway was {'still running' if hey.gateway_alive else 'gone'} after it.",
+        "",
+    ]
+
+
+def _hey_run_section(run: Run) -> list[str]:
+    return hey_section(run.hey, run.args.overload_s)
+
+
+def _hey_target(hey: HeyOverload | None) -> str:
+    target = "| overload through hey: 429 p99 under 20 ms as hey times them, nothing lost |"
+    if hey is None:
+        return f"{target} hey not installed | not run |"
+    return (
+        f"{target} 429 p99 {ms(percentile(hey.rejected, 0.99))} ms, {hey.lost} lost, "
+        f"{sum(hey.other.values())} other | {'yes' if hey.ok else 'no'} |"
+    )
+
+
 def _metrics_section(run: Run) -> list[str]:
     scrapes, missing = run.scrapes, run.missing
     return [
@@ -188,6 +236,7 @@ def _targets_section(run: Run) -> list[str]:
         f"| overload: accepted all succeed, 429s under 20 ms, nothing hangs | {overload.accepted} accepted, "
         f"{sum(overload.other.values())} other, max 429 {ms(max_rejected)} ms, {overload.hung} hung | "
         f"{'yes' if overload.ok else 'no'} |",
+        _hey_target(run.hey),
         f"| /metrics under 50 ms with all series | max {ms(max(scrapes))} ms | "
         f"{'yes' if max(scrapes) < 0.050 and not run.missing else 'no'} |",
         *_chat_target(run, ratio),
@@ -208,8 +257,16 @@ def _chat_target(run: Run, generate_ratio: float) -> list[str]:
 
 
 def report(run: Run) -> str:
-    """The run as markdown: throughput and latency by level, paired overhead, overload, /metrics, targets."""
-    sections = (_throughput_section, _overhead_section, _overload_section, _metrics_section, _targets_section)
+    """The run as markdown: throughput and latency by level, paired overhead, overload (polite clients, then
+    hey), /metrics, targets."""
+    sections = (
+        _throughput_section,
+        _overhead_section,
+        _overload_section,
+        _hey_run_section,
+        _metrics_section,
+        _targets_section,
+    )
     return "\n".join(line for section in sections for line in section(run))
 
 
@@ -253,6 +310,25 @@ def summary(run: Run) -> dict[str, Any]:
             "rejected_latency_ms_client": _pct(overload.rejected_latencies),
             "rejected_latency_ms_server": _pct(run.rejected_server),
         },
+        "overload_hey": hey_summary(run.hey),
         "metrics_scrape_ms": _pct(run.scrapes),
         "missing_series": run.missing,
+    }
+
+
+def hey_summary(hey: HeyOverload | None) -> dict[str, Any] | None:
+    """The overload through hey in ``latest.json``; ``None``: hey is not installed."""
+    if hey is None:
+        return None
+    return {
+        "accepted": len(hey.accepted),
+        "rejected": len(hey.rejected),
+        "other": {str(k): v for k, v in hey.other.items()},
+        "lost": hey.lost,
+        "hey_exit_code": hey.exit_code,
+        "gateway_alive": hey.gateway_alive,
+        "rejected_latency_ms_client": _pct(hey.rejected),
+        "accepted_latency_ms_client": _pct(hey.accepted),
+        "rejected_latency_ms_server": _pct(hey.logged.get(429, [])),
+        "met": hey.ok,
     }

@@ -12,7 +12,8 @@ What it does, in one process and one run:
    drifts by tens of percent over minutes. Throughput is generated tokens per second, counted from
    ``details.generated_tokens`` of every answer, with p50/p95/p99 latency.
 3. Overload: a second gateway whose queue holds 16 rows, and 64 clients; every request must end in 200 or 429,
-   429s must come at once (under 20 ms) and nothing may hang.
+   429s must come at once (under 20 ms) and nothing may hang. Then the same through ``hey`` (64 connections
+   that ignore ``Retry-After``, from an external load generator) on a third gateway, if hey is installed.
 4. ``/metrics`` scrape latency after the traffic, and whether every series of the contract is there.
 5. The comparison (``bench.compare``): on the demo model and on the bench Llama (6 layers, width 384, a slow
    byte-level tokenizer), the gateway, LitServe and ``transformers serve --continuous-batching``, each at its
@@ -53,6 +54,7 @@ from bench.plot import plot
 from bench.report import Run, report, server_latencies, summary
 from bench.scenarios.gateway_metrics import scrape_metrics
 from bench.scenarios.overload import overload_run
+from bench.scenarios.overload_hey import hey_installed, overload_hey_run
 from bench.scenarios.uniform import Level, paired_singles, run_level
 from bench.systems import OpenAIChatWire, System, gateway
 from bench.workload import BATCH, GATEWAY_SETTINGS, LEVELS, demo_cache
@@ -117,7 +119,13 @@ def gateway_sections(cache: Path, args: argparse.Namespace) -> Run:
     print("overload ...", file=sys.stderr)
     overload_log = args.out / "gateway-overload.log"
     overload = overload_run(cache, overload_log, DEMO_CAUSAL_ID, args.max_new_tokens, args.overload_s)
-    return Run(args, levels, pairs, overload, server_latencies(overload_log, 429), scrapes, missing, chat)
+    hey = None
+    if hey_installed():
+        print("overload through hey ...", file=sys.stderr)
+        hey_log = args.out / "gateway-overload-hey.log"
+        hey = overload_hey_run(cache, hey_log, DEMO_CAUSAL_ID, args.max_new_tokens, args.overload_s)
+    rejected_server = server_latencies(overload_log, 429)
+    return Run(args, levels, pairs, overload, rejected_server, scrapes, missing, chat, hey)
 
 
 def main() -> int:
