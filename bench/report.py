@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gateway_process import setting_env
+from bench.scenarios.chat_vs_generate import ChatVsGenerate
 from bench.scenarios.overload import Overload
 from bench.scenarios.uniform import Level
 from bench.workload import BATCH, GATEWAY_SETTINGS, OVERLOAD_CLIENTS, OVERLOAD_QUEUE
@@ -59,7 +60,7 @@ class Run:
     rejected_server: list[float]
     scrapes: list[float]
     missing: list[str]
-    chat: Level | None = None  # concurrency BATCH through /v1/chat/completions on the same gateway
+    chat: ChatVsGenerate | None = None  # /v1/chat/completions against /generate at BATCH on the same gateway
     hey: HeyOverload | None = None  # the overload through hey; None: hey is not installed
 
     @property
@@ -239,20 +240,53 @@ def _targets_section(run: Run) -> list[str]:
         _hey_target(run.hey),
         f"| /metrics under 50 ms with all series | max {ms(max(scrapes))} ms | "
         f"{'yes' if max(scrapes) < 0.050 and not run.missing else 'no'} |",
-        *_chat_target(run, ratio),
+        *_chat_target(run),
         "",
     ]
 
 
-def _chat_target(run: Run, generate_ratio: float) -> list[str]:
-    """/v1/chat/completions against /generate at BATCH, each paired with the in-process limit before it."""
+def _chat_target(run: Run) -> list[str]:
+    """/v1/chat/completions against /generate at BATCH, windows alternating, the model given the same tokens."""
     if run.chat is None:
         return []
-    chat = run.chat.paired_ratio / generate_ratio
+    chat = run.chat
     return [
-        f"| /v1/chat/completions at concurrency {BATCH} >= 0.95 of /generate's (paired: "
-        f"{run.chat.paired_ratio:.2f} against {generate_ratio:.2f}; {run.chat.throughput:,.0f} tokens/s) | "
-        f"{chat:.2f} | {'yes' if chat >= 0.95 else 'no'} |"
+        f"| /v1/chat/completions at concurrency {BATCH} >= 0.95 of /generate's, the same tokens to the model "
+        f"(same text: {chat.ratio_same_text:.2f}) | {chat.ratio_same_tokens:.2f} | "
+        f"{'yes' if chat.ratio_same_tokens >= 0.95 else 'no'} |"
+    ]
+
+
+def _chat_section(run: Run) -> list[str]:
+    chat = run.chat
+    if chat is None:
+        return []
+    rows = [
+        ("/v1/chat/completions", chat.chat, [c for c, _, _ in chat.rounds]),
+        ("/generate, the prompt the template renders (same tokens)", chat.same_tokens, [t for _, t, _ in chat.rounds]),
+        ("/generate, the bare message (same text)", chat.same_text, [x for _, _, x in chat.rounds]),
+    ]
+    return [
+        f"## /v1/chat/completions against /generate, concurrency {BATCH}",
+        "",
+        f"{len(chat.rounds)} rounds of one window per route on the same gateway ({run.args.warmup_s:g} s warm-up + "
+        f"{run.args.measure_s:g} s each), the order turning each round. The chat route renders each message "
+        "through the model's chat template: /generate is measured once with that rendered prompt (the model "
+        "sees the same tokens: what the OpenAI adapter costs) and once with the bare message (what a user "
+        "of either route sends: the template's extra prompt tokens count too).",
+        "",
+        "| route | tokens/s per round | median | p50 ms | p99 ms | mean tokens | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {', '.join(f'{v:,.0f}' for v in per_round)} | {statistics.median(per_round):,.0f} | "
+            f"{ms(percentile(level.latencies, 0.5))} | {ms(percentile(level.latencies, 0.99))} | "
+            f"{level.mean_tokens:.1f} | {sum(level.errors.values())} |"
+            for name, level, per_round in rows
+        ),
+        "",
+        f"Chat over /generate, median of the rounds' ratios: {chat.ratio_same_tokens:.2f} with the same tokens, "
+        f"{chat.ratio_same_text:.2f} with the same text.",
+        "",
     ]
 
 
@@ -264,6 +298,7 @@ def report(run: Run) -> str:
         _overhead_section,
         _overload_section,
         _hey_run_section,
+        _chat_section,
         _metrics_section,
         _targets_section,
     )
@@ -288,6 +323,17 @@ def _level_summary(lv: Level) -> dict[str, Any]:
     }
 
 
+def _chat_summary(chat: ChatVsGenerate) -> dict[str, Any]:
+    return {
+        "rounds_chat_same_tokens_same_text_tokens_per_s": [[round(v) for v in r] for r in chat.rounds],
+        "ratio_same_tokens": round(chat.ratio_same_tokens, 3),
+        "ratio_same_text": round(chat.ratio_same_text, 3),
+        "chat": _level_summary(chat.chat),
+        "generate_same_tokens": _level_summary(chat.same_tokens),
+        "generate_same_text": _level_summary(chat.same_text),
+    }
+
+
 def summary(run: Run) -> dict[str, Any]:
     """The run's numbers, for comparing runs (``latest.json``)."""
     overload, pairs = run.overload, run.pairs
@@ -295,7 +341,7 @@ def summary(run: Run) -> dict[str, Any]:
         "args": {k: str(v) for k, v in vars(run.args).items()},
         "gateway_settings": setting_env(GATEWAY_SETTINGS),
         "levels": [_level_summary(lv) for lv in run.levels],
-        "chat": _level_summary(run.chat) if run.chat is not None else None,
+        "chat_vs_generate": _chat_summary(run.chat) if run.chat is not None else None,
         "paired_single_ms": {
             "in_process": _pct([p[0] for p in pairs]),
             "gateway": _pct([p[1] for p in pairs]),

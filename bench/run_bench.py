@@ -40,7 +40,6 @@ if not __package__:
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import json
 import os
@@ -52,11 +51,12 @@ from bench.compare import summary as compare_summary
 from bench.lineup import MODELS, SYSTEMS, starters
 from bench.plot import plot
 from bench.report import Run, report, server_latencies, summary
+from bench.scenarios.chat_vs_generate import run_chat_vs_generate
 from bench.scenarios.gateway_metrics import scrape_metrics
 from bench.scenarios.overload import overload_run
 from bench.scenarios.overload_hey import hey_installed, overload_hey_run
 from bench.scenarios.uniform import Level, paired_singles, run_level
-from bench.systems import OpenAIChatWire, System, gateway
+from bench.systems import System, gateway
 from bench.workload import BATCH, GATEWAY_SETTINGS, LEVELS, demo_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,13 +108,12 @@ def gateway_sections(cache: Path, args: argparse.Namespace) -> Run:
     """The gateway's own sections on the demo model: levels, overhead, /v1/chat/completions, overload, /metrics."""
     from gateway.demo import DEMO_CAUSAL_ID, ensure_demo_models
 
-    model = InProcessModel(ensure_demo_models(cache)[DEMO_CAUSAL_ID], args.max_new_tokens)
+    model_dir = ensure_demo_models(cache)[DEMO_CAUSAL_ID]
+    model = InProcessModel(model_dir, args.max_new_tokens)
     with gateway(cache, args.out / "gateway.log", DEMO_CAUSAL_ID, GATEWAY_SETTINGS) as gw:
         levels, pairs = measure_system(gw, model, args)
-        print(f"concurrency {BATCH} through /v1/chat/completions ...", file=sys.stderr)
-        chat_system = dataclasses.replace(gw, name="gateway /v1/chat/completions", wire=OpenAIChatWire())
-        asyncio.run(chat_system.warm(args.max_new_tokens))
-        chat = run_level(chat_system, model, BATCH, args)
+        print(f"concurrency {BATCH}: /v1/chat/completions against /generate ...", file=sys.stderr)
+        chat = run_chat_vs_generate(gw, model_dir, args)
         scrapes, missing = asyncio.run(scrape_metrics(gw))
     print("overload ...", file=sys.stderr)
     overload_log = args.out / "gateway-overload.log"
