@@ -16,7 +16,7 @@ from bench.workload import BATCH, prompts
 
 
 def gateway_threads() -> int:
-    """The torch thread count the gateway's model process uses: the cores less one."""
+    """The torch thread count of the gateway's small passes: the cores less one."""
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
@@ -34,7 +34,9 @@ class InProcessModel:
         self.max_new_tokens = max_new_tokens
         self.pool = prompts(BATCH)
         self.eos = self.model.generation_config.eos_token_id
-        self.thread_options = sorted({torch.get_num_threads(), gateway_threads()})
+        # Every core (torch's default in a fresh process; another model's ``rest`` may have lowered it) and the
+        # gateway's small pool.
+        self.thread_options = sorted({len(os.sched_getaffinity(0)), gateway_threads()})
         for threads in self.thread_options:
             torch.set_num_threads(threads)
             self.generate(self.pool)

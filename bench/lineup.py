@@ -36,7 +36,7 @@ def starters(name: str, cache: Path, out: Path, args: argparse.Namespace) -> tup
         if system == "gateway":
             chosen.append(functools.partial(gateway, cache, Path(f"{log}-gateway.log"), metrics_model, settings))
             for i, assignment in enumerate(args.gateway_env):
-                key, _, value = assignment.partition("=")
+                env = dict(a.partition("=")[::2] for a in assignment.split(","))
                 chosen.append(
                     functools.partial(
                         gateway,
@@ -45,7 +45,7 @@ def starters(name: str, cache: Path, out: Path, args: argparse.Namespace) -> tup
                         metrics_model,
                         settings,
                         name=f"gateway, {assignment}",
-                        env={key: value},
+                        env=env,
                     )
                 )
         elif system == "litserve":

@@ -79,8 +79,8 @@ def parse_args() -> argparse.Namespace:
         "--gateway-env",
         action="append",
         default=[],
-        metavar="NAME=VALUE",
-        help="a candidate: one more gateway in the comparison with this in its environment, under its own name",
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help="a candidate: one more gateway in the comparison with this environment (comma-separated), its own name",
     )
     parser.add_argument("--compare-rounds", type=int, default=3, help="uniform rounds per system in the comparison")
     parser.add_argument("--compare-pairs", type=int, default=20, help="paired single calls per system")

@@ -5,7 +5,8 @@ Every simulated user sends its next request as soon as the last is answered; wha
 ``Workload`` (``Uniform`` here: the same kind of request from everyone, ``max_new_tokens`` each; a mixed
 workload is another ``Workload``). The in-process limit and a window never run at the same time; measuring the
 limit right before each window pairs them in time, because this machine is shared and its speed drifts by tens
-of percent over minutes. Throughput counts the generated tokens each answer reports.
+of percent over minutes. Throughput counts the generated tokens each answer reports, pro-rated over the time from
+sending the request to its answer: only the share inside the window counts (``_Window.count``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class Level:
     concurrency: int
     window_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
-    tokens: int = 0
+    tokens: int = 0  # generated tokens pro-rated into the windows (throughput)
+    answered_tokens: int = 0  # generated tokens of the answers that arrived within the windows
     errors: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     batch_rows: int = 0
@@ -53,7 +55,7 @@ class Level:
 
     @property
     def mean_tokens(self) -> float:
-        return self.tokens / len(self.latencies) if self.latencies else 0.0
+        return self.answered_tokens / len(self.latencies) if self.latencies else 0.0
 
     @property
     def mean_batch(self) -> float:
@@ -62,12 +64,22 @@ class Level:
 
 @dataclass
 class _Window:
-    """The clock marks of one window: answers between ``measure_from`` and ``stop_at`` count."""
+    """The clock marks of one window: answers between ``measure_from`` and ``stop_at`` count for latency; every
+    answer's tokens count for throughput in the share of its time that falls inside the window."""
 
     measure_from: float
     stop_at: float
     workload: Workload
-    tokens: int = 0
+    tokens: float = 0.0
+
+    def count(self, sent: float, done: float, tokens: int) -> None:
+        """Pro-rate a request's tokens over its time from sending to answer: only the share that overlaps the
+        window counts. Counting whole answers instead would quantize the figure by cohorts: rows that start
+        together (a static batch, or a continuous batch under a uniform load) are answered together, and a
+        window holds a whole number of cohorts, so its tokens/s jumps by a cohort's worth between windows."""
+        inside = min(done, self.stop_at) - max(sent, self.measure_from)
+        if inside > 0:
+            self.tokens += tokens * inside / max(done - sent, 1e-9)
 
 
 async def _user(system: System, conn: Connection, index: int, level: Level, window: _Window) -> None:
@@ -78,13 +90,15 @@ async def _user(system: System, conn: Connection, index: int, level: Level, wind
         k += 1
         r = await system.generate(conn, prompt, max_new_tokens, timeout_s=120.0, details=True)
         done = time.perf_counter()
+        tokens = system.wire.generated_tokens(r.json()) if r.status == 200 else 0
+        window.count(sent, done, tokens)
         if done < window.measure_from or done > window.stop_at:
             continue
         if r.status != 200:
             level.errors[str(r.status)] = level.errors.get(str(r.status), 0) + 1
             continue
         level.latencies.append(done - sent)
-        window.tokens += system.wire.generated_tokens(r.json())
+        level.answered_tokens += tokens
 
 
 async def run_window(system: System, level: Level, workload: Workload, warmup_s: float, measure_s: float) -> float:
@@ -111,7 +125,7 @@ async def run_window(system: System, level: Level, workload: Workload, warmup_s:
         count, mean = batch_stats(before, after, system.metrics_model, batch_size_series())
         level.batches += count
         level.batch_rows += round(count * mean)
-    level.tokens += window.tokens
+    level.tokens += round(window.tokens)
     return window.tokens / measure_s
 
 

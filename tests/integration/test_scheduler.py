@@ -22,6 +22,7 @@ from gateway.errors import GatewayError, RequestCancelled
 from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.causal_batch import CausalBatch, Sampler
 from gateway.runners.faults import FaultPlan
+from gateway.runners.threads import ThreadPolicy
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.scheduler import ModelScheduler, WorkItem
 from gateway.stats import BatchRecord, NullSink
@@ -284,3 +285,41 @@ def test_rows_of_many_lengths_joining_and_leaving_keep_their_own_tokens_with_ste
     for row, sink, expected in zip(rows, sinks, alone, strict=True):
         assert isinstance(sink.outcome, GenerationOutput)
         assert [t.id for t in sink.outcome.tokens] == expected[len(row.input_ids) :]
+
+
+def test_a_big_pass_gets_every_core_and_a_small_one_leaves_a_core_to_the_event_loop(
+    runner: TransformersRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On two cores: the prefill of long prompts (much work) runs on both, the decoding steps of a few short rows
+    of the demo model on one; with ``OMP_NUM_THREADS`` the pool is the operator's for every pass."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    model = runner.model
+    policy = ThreadPolicy(model, cores=2)
+    assert policy.threads_for(rows=2, queries=1, keys=40) == 1
+    assert policy.threads_for(rows=16, queries=512, keys=512) == 2
+    seen: list[tuple[int, int]] = []  # (tokens per row in the pass, torch threads) of each forward pass
+    real_forward = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads()))
+        return real_forward(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(model, "forward", forward)
+    batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device, policy)
+    params = GenerationParams(max_new_tokens=3)
+    rows = [
+        Row(input_ids=runner.encode("w" * 400), params=params, deadline=time.monotonic() + 60, sink=TokenLog())
+        for _ in range(8)
+    ]
+    try:
+        with torch.inference_mode():
+            batch.join(rows, Sampler(params.sampling, runner.device))
+            while len(batch):
+                batch.step()
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0][0] >= 400 and seen[0][1] == 2  # the prefill
+    assert [threads for tokens, threads in seen[1:]] == [1, 1] and all(tokens == 1 for tokens, _ in seen[1:])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ThreadPolicy(model, cores=2).fixed

@@ -55,6 +55,7 @@ from gateway.runners.logits import (
     top_alternatives,
 )
 from gateway.runners.rows import RowState, RowTracker
+from gateway.runners.threads import ThreadPolicy
 from gateway.types import SamplingParams
 
 # What a sampler gives for its rows: token ids, their log-probabilities, each row's top alternatives (or None).
@@ -171,8 +172,16 @@ def supports_continuous_batching(model: Any) -> bool:
 class CausalBatch:
     """The running rows of one causal LM (used from one thread)."""
 
-    def __init__(self, model: Any, tracker: RowTracker, pad_id: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tracker: RowTracker,
+        pad_id: int,
+        device: torch.device,
+        threads: ThreadPolicy | None = None,
+    ) -> None:
         self.model = model
+        self.threads = threads  # sizes torch's CPU pool for each pass (None: as it is)
         self.tracker = tracker
         self.pad_id = pad_id
         self.device = device
@@ -311,6 +320,8 @@ class CausalBatch:
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache, *, prefill: bool
     ) -> torch.Tensor:
+        if self.threads is not None:
+            self.threads.size_for(ids.shape[0], ids.shape[1], mask.shape[-1])
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,

@@ -39,6 +39,7 @@ from gateway.runners.faults import FaultInjector
 from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
+from gateway.runners.threads import ThreadPolicy, usable_cores
 
 log = logging.getLogger("gateway.runner")
 
@@ -67,12 +68,12 @@ def leave_a_core_to_the_event_loop() -> None:
 
     torch takes every core by default, and its threads wait on one another at each op. The event loop (HTTP,
     tokenizing, answering) needs a core too: sharing one with the pool stalls every step of the model, which on a
-    small machine costs more than the extra thread gains.
+    small machine costs more than the extra thread gains. This is the pool of loading and of small passes; the
+    running batch gives a big pass every core (``threads.ThreadPolicy``).
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores - 1))
+    torch.set_num_threads(max(1, usable_cores() - 1))
 
 
 def is_oom(error: BaseException) -> bool:
@@ -140,7 +141,9 @@ class _DecodeLoop:
         self.condition = threading.Condition()
         self.stopped = False
         self.batch = (
-            CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device) if runner.continuous else None
+            CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device, runner.threads)
+            if runner.continuous
+            else None
         )
         name = f"gateway-{runner.info.model_id.replace('/', '_')}-loop{generation}"
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -258,6 +261,8 @@ class TransformersRunner(ModelFiles):
             self.decode, self.decode_stream, self.backend_tokenizer, self.eos_ids, self.special_ids, self.token_text
         )
         self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
+        # The running batch sizes torch's pool per pass on the CPU (a big pass gets the core left to the loop).
+        self.threads = ThreadPolicy(self.model) if self.device.type == "cpu" else None
         self._lock = threading.Lock()
         self._loop: _DecodeLoop | None = None
         self._generation = 0
