@@ -8,7 +8,8 @@ which columns are real for each row. Then:
   is concatenated to the running one (the shorter of the two is padded on the left, masked out);
 - ``step``: one forward pass over every running row with its last token; each row's token is chosen by its
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
-- finished rows are dropped from the cache at once, and columns no remaining row uses are trimmed.
+- finished rows leave the cache when rows join (or once they are a quarter of the batch), and columns no
+  remaining row uses are trimmed.
 
 The cache's layers are ``GrowingLayer``s (``kv_cache``): a step writes its column into spare room instead of
 copying the whole cache, which on long prompts was most of a step.
@@ -42,10 +43,9 @@ from transformers import (
     TopPLogitsWarper,
     TypicalLogitsWarper,
 )
-from transformers.cache_utils import DynamicLayer
 
 from gateway.runners.base import Row
-from gateway.runners.kv_cache import growing_cache
+from gateway.runners.kv_cache import growing_cache, rebuild_cache
 from gateway.runners.logits import (
     Alternatives,
     LogitBias,
@@ -57,6 +57,9 @@ from gateway.runners.logits import (
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.threads import ThreadPolicy
 from gateway.types import SamplingParams
+
+# Rows joining: their states, sampler, prefilled cache, 2D mask, next ids and positions.
+_NewRows = tuple[list[RowState], "Sampler", DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]
 
 # What a sampler gives for its rows: token ids, their log-probabilities, each row's top alternatives (or None).
 Choice = tuple[torch.Tensor, torch.Tensor, list[Alternatives] | None]
@@ -159,16 +162,6 @@ def pad_rows(rows: Sequence[Row], pad_id: int, *, left: bool) -> tuple[torch.Ten
     return ids, mask
 
 
-def supports_continuous_batching(model: Any) -> bool:
-    """Whether this model's cache is the plain ``DynamicCache`` the join/filter code knows how to reshape.
-
-    Sliding-window, hybrid and recurrent caches keep more state than one tensor pair per layer; those models
-    run each submission as a batch of its own instead.
-    """
-    cache = DynamicCache(config=model.config)
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
 class CausalBatch:
     """The running rows of one causal LM (used from one thread)."""
 
@@ -225,7 +218,7 @@ class CausalBatch:
         cache = growing_cache(self.model.config)
         logits = self._forward(ids, mask, positions, cache, prefill=True)
         chosen, logprobs, tops = sampler.choose(logits, states)
-        new_size = len(self.states) + len(rows)
+        new_size = sum(not s.done for s in self.states) + len(rows)
         for state in (*self.states, *states):
             state.batch_size = max(state.batch_size, new_size)
         self._track(states, chosen, logprobs, tops)
@@ -244,16 +237,33 @@ class CausalBatch:
     ) -> None:
         if self.cache is None or self.mask is None or self.next_ids is None or self.positions is None:
             self.cache, self.mask, self.next_ids, self.positions = cache, mask, next_ids, positions
-        else:
-            width = max(self.mask.shape[1], mask.shape[1])
-            for old, new in zip(self.cache.layers, cache.layers, strict=True):
-                old.keys = torch.cat([_pad_left(old.keys, width, dim=2), _pad_left(new.keys, width, dim=2)])
-                old.values = torch.cat([_pad_left(old.values, width, dim=2), _pad_left(new.values, width, dim=2)])
-            self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
+            self.states, self.samplers = list(states), [sampler] * len(states)
+            return
+        keep = [i for i, s in enumerate(self.states) if not s.done]  # finished rows leave as the new ones join
+        self._reshape(keep, (states, sampler, cache, mask, next_ids, positions))
+
+    def _reshape(self, keep: list[int], new: _NewRows | None = None) -> None:
+        """Keep rows ``keep`` (trimming columns that none of them uses) and add the ``new`` rows below them."""
+        assert self.cache is not None and self.mask is not None and self.next_ids is not None
+        assert self.positions is not None
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        mask = self.mask[index]
+        used = mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else mask.shape[1]  # columns left of this are padding for every row
+        width = max(mask.shape[1] - first, new[3].shape[1] if new is not None else 0)
+        rebuild_cache(self.cache, keep, first, width, new[2] if new is not None else None)
+        self.mask = _pad_left(mask[:, first:], width, dim=1)
+        self.next_ids = self.next_ids[index]
+        self.positions = self.positions[index]
+        self.states = [self.states[i] for i in keep]
+        self.samplers = [self.samplers[i] for i in keep]
+        if new is not None:
+            states, sampler, _, new_mask, next_ids, positions = new
+            self.mask = torch.cat([self.mask, _pad_left(new_mask, width, dim=1)])
             self.next_ids = torch.cat([self.next_ids, next_ids])
             self.positions = torch.cat([self.positions, positions])
-        self.states.extend(states)
-        self.samplers.extend([sampler] * len(states))
+            self.states.extend(states)
+            self.samplers.extend([sampler] * len(states))
 
     # -- step --
 
@@ -361,26 +371,13 @@ class CausalBatch:
     # -- leave --
 
     def _drop_finished(self) -> None:
+        """Finished rows ride along (their tokens ignored) until rows join, which rebuilds the cache anyway, or
+        until they are a quarter of the batch: one copy of the cache for many rows leaving, not one per row."""
         keep = [i for i, s in enumerate(self.states) if not s.done]
-        if len(keep) == len(self.states):
-            return
         if not keep:
             self.clear()
-            return
-        assert self.cache is not None and self.mask is not None and self.next_ids is not None
-        assert self.positions is not None
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
-        used = mask.any(dim=0).nonzero()
-        first = int(used[0]) if used.numel() else 0  # columns left of this are padding for every row now
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, first:]
-            layer.values = layer.values[index, :, first:]
-        self.mask = mask[:, first:]
-        self.next_ids = self.next_ids[index]
-        self.positions = self.positions[index]
-        self.states = [self.states[i] for i in keep]
-        self.samplers = [self.samplers[i] for i in keep]
+        elif (len(self.states) - len(keep)) * 4 >= len(self.states):
+            self._reshape(keep)
 
 
 def _attention(model: Any) -> str | None:

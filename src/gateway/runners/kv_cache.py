@@ -6,14 +6,17 @@ columns for 32 rows) that copy is most of a decoding step on the CPU. ``GrowingL
 in a buffer with room for more columns and writes each step's column into it; ``keys`` and ``values`` are views of
 the columns in use, so the attention reads exactly what ``DynamicLayer`` would give it.
 
-The running batch still reshapes the cache by assigning new tensors to ``keys`` and ``values`` (rows joining,
-rows leaving, padding trimmed); the next ``update`` sees that they are no longer views of its buffer and moves
-them into a new one, with room again. The logits are the same as with ``DynamicLayer``: the same numbers, in the
-same shapes, only stored with spare columns beside them.
+When rows join or leave, the running batch rebuilds the cache once (``rebuild_cache``): the rows it keeps and the
+new ones are copied straight into new buffers with room, each part right-aligned and zero on its left (padding
+that the attention mask hides). Anyone else may still assign new tensors to ``keys`` and ``values`` (transformers'
+own cache methods do): the next ``update`` sees that they are no longer views of its buffer and moves them into a
+new one. The logits are the same as with ``DynamicLayer``: the same numbers, in the same shapes, only stored with
+spare columns beside them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,17 +66,63 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
         )
 
     def _move_to_new_buffers(self, key_states: torch.Tensor, value_states: torch.Tensor, used: int, end: int) -> None:
-        rows, heads, _, _ = key_states.shape
-        columns = end + max(_MIN_ROOM, end // _ROOM_SHARE)
-        self._key_buffer = key_states.new_empty((rows, heads, columns, key_states.shape[-1]))
-        self._value_buffer = value_states.new_empty((rows, heads, columns, value_states.shape[-1]))
+        self._key_buffer = _with_room(key_states, key_states.shape[0], end)
+        self._value_buffer = _with_room(value_states, value_states.shape[0], end)
         if used:
             self._key_buffer[:, :, :used] = self.keys
             self._value_buffer[:, :, :used] = self.values
 
+    def rebuild(
+        self, keep: Sequence[int], first: int, width: int, new: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> None:
+        """New buffers with room holding rows ``keep`` of this layer from column ``first`` on, then the ``new``
+        (keys, values) rows below them; each part right-aligned to ``width`` columns, zeros on its left."""
+        parts = [(self.keys, self.values, keep, first)]
+        if new is not None:
+            parts.append((new[0], new[1], range(new[0].shape[0]), 0))
+        rows = sum(len(rows) for _, _, rows, _ in parts)
+        keys, values = _with_room(self.keys, rows, width), _with_room(self.values, rows, width)
+        at = 0
+        for part_keys, part_values, part_rows, part_first in parts:
+            columns = part_keys.shape[2] - part_first
+            for start, stop in _runs(part_rows):
+                n = stop - start
+                for target, source in ((keys, part_keys), (values, part_values)):
+                    target[at : at + n, :, : width - columns] = 0
+                    target[at : at + n, :, width - columns : width] = source[start:stop, :, part_first:]
+                at += n
+        self._key_buffer, self._value_buffer = keys, values
+        self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+
     def reset(self) -> None:
         self._key_buffer = self._value_buffer = None
         super().reset()
+
+
+def rebuild_cache(
+    cache: DynamicCache, keep: Sequence[int], first: int, width: int, new: DynamicCache | None = None
+) -> None:
+    """``GrowingLayer.rebuild`` on every layer of ``cache`` (with the same layer of ``new``, when given)."""
+    for i, layer in enumerate(cache.layers):
+        added = (new.layers[i].keys, new.layers[i].values) if new is not None else None
+        layer.rebuild(keep, first, width, added)
+
+
+def _with_room(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+    """An empty buffer for ``rows`` rows of ``columns`` columns and spare ones, shaped and typed like ``like``."""
+    room = max(_MIN_ROOM, columns // _ROOM_SHARE)
+    return like.new_empty((rows, like.shape[1], columns + room, like.shape[3]))
+
+
+def _runs(rows: Sequence[int]) -> list[tuple[int, int]]:
+    """``rows`` (ascending) as (start, stop) ranges of consecutive indices: one copy per range."""
+    runs: list[tuple[int, int]] = []
+    for row in rows:
+        if runs and runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    return runs
 
 
 def growing_cache(config: Any) -> DynamicCache:
@@ -82,3 +131,13 @@ def growing_cache(config: Any) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() for _ in cache.layers]
     return cache
+
+
+def supports_continuous_batching(model: Any) -> bool:
+    """Whether this model's cache is the plain ``DynamicCache`` the join/filter code knows how to reshape.
+
+    Sliding-window, hybrid and recurrent caches keep more state than one tensor pair per layer; those models
+    run each submission as a batch of its own instead.
+    """
+    cache = DynamicCache(config=model.config)
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
