@@ -8,9 +8,10 @@ most of its time inside a few large ops that split well across threads, and gain
 than it loses to the event loop. So the pool is sized per pass, by an estimate of its work:
 
 - the matrix products: two operations per parameter (embeddings aside) per token in the pass;
-- the attention: four per hidden unit per layer per (query, key) pair, weighted by ``_ATTENTION_WEIGHT``
-  because on a CPU it moves the cache through memory more than it computes (a decoding step over a wide cache
-  splits across threads far better than its operation count says).
+- the attention: four per hidden unit per layer per (query, key) pair; in a decoding step (one query per row)
+  weighted by ``_ATTENTION_WEIGHT``, because there it moves the cache through memory more than it computes (a
+  step over a wide cache splits across threads far better than its operation count says), while a prefill's
+  attention computes as its count says.
 
 A pass above ``_LARGE_PASS`` gets every core, any other the cores less one. An operator's ``OMP_NUM_THREADS``
 fixes the pool for every pass.
@@ -52,7 +53,8 @@ class ThreadPolicy:
         """Estimated operations of a pass of ``rows`` rows of ``queries`` new tokens over ``keys`` columns."""
         tokens = rows * queries
         attention = 4 * self._layers * self._hidden * tokens * keys
-        return 2 * self._parameters * tokens + _ATTENTION_WEIGHT * attention
+        weight = _ATTENTION_WEIGHT if queries == 1 else 1
+        return 2 * self._parameters * tokens + weight * attention
 
     def threads_for(self, rows: int, queries: int, keys: int) -> int:
         return self.large if self.work(rows, queries, keys) > _LARGE_PASS else self.small
