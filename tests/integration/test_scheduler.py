@@ -323,3 +323,30 @@ def test_a_big_pass_gets_every_core_and_a_small_one_leaves_a_core_to_the_event_l
     assert [threads for tokens, threads in seen[1:]] == [1, 1] and all(tokens == 1 for tokens, _ in seen[1:])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert ThreadPolicy(model, cores=2).fixed
+
+
+def test_a_finished_row_rides_along_until_it_would_pass_every_running_row(runner: TransformersRunner) -> None:
+    """Seven rows: one of a long prompt finishes after two tokens while six short ones run on. One finished row
+    of seven is under a quarter, but its position is past every running row's (riding on could take it past the
+    model's last position), so it leaves at once; a short row that finishes early (one of six) rides along."""
+    model = runner.model
+    batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
+    prompts = ["Request 9: " + "a long prompt of many words " * 4, "ab", "cd", "ef", "gh", "ij", "kl"]
+    budgets = [2, 3, 12, 12, 12, 12, 12]
+    rows = [
+        Row(
+            input_ids=runner.encode(p),
+            params=GenerationParams(max_new_tokens=n),
+            deadline=time.monotonic() + 60,
+            sink=TokenLog(),
+        )
+        for p, n in zip(prompts, budgets, strict=True)
+    ]
+    sizes = []
+    with torch.inference_mode():
+        batch.join(rows, Sampler(GREEDY.sampling, runner.device))
+        while len(batch):
+            batch.step()
+            sizes.append((len(batch), sum(not s.done for s in batch.states)))
+    # After the second token the long row has left (6 rows); after the third the short one rides along (6, 5 running).
+    assert sizes[0] == (6, 6) and sizes[1] == (6, 5)

@@ -371,12 +371,19 @@ class CausalBatch:
     # -- leave --
 
     def _drop_finished(self) -> None:
-        """Finished rows ride along (their tokens ignored) until rows join, which rebuilds the cache anyway, or
-        until they are a quarter of the batch: one copy of the cache for many rows leaving, not one per row."""
+        """Finished rows ride along (tokens ignored) until rows join or they are a quarter of the batch: one copy
+        of the cache for many rows leaving. One leaves at once when its position passes every running row's
+        (riding on could take it past the model's last position: a crash with learned position embeddings)."""
         keep = [i for i, s in enumerate(self.states) if not s.done]
+        if len(keep) == len(self.states):
+            return
         if not keep:
             self.clear()
-        elif (len(self.states) - len(keep)) * 4 >= len(self.states):
+            return
+        assert self.positions is not None
+        positions = self.positions.tolist()
+        furthest = max(positions[i] for i in keep)
+        if (len(self.states) - len(keep)) * 4 >= len(self.states) or max(positions) > furthest:
             self._reshape(keep)
 
 
