@@ -7,7 +7,6 @@ gateway's (cores less one), and the better counts.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -17,7 +16,9 @@ from bench.workload import BATCH, prompts
 
 def gateway_threads() -> int:
     """The torch thread count of the gateway's small passes: the cores less one."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    from gateway.runners.threads import small_pool, usable_cores
+
+    return small_pool(usable_cores())
 
 
 class InProcessModel:
@@ -26,6 +27,8 @@ class InProcessModel:
     def __init__(self, model_dir: Path, max_new_tokens: int) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from gateway.runners.threads import usable_cores
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -36,7 +39,7 @@ class InProcessModel:
         self.eos = self.model.generation_config.eos_token_id
         # Every core (torch's default in a fresh process; another model's ``rest`` may have lowered it) and the
         # gateway's small pool.
-        self.thread_options = sorted({len(os.sched_getaffinity(0)), gateway_threads()})
+        self.thread_options = sorted({usable_cores(), gateway_threads()})
         for threads in self.thread_options:
             torch.set_num_threads(threads)
             self.generate(self.pool)

@@ -32,12 +32,34 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def small_pool(cores: int) -> int:
+    """The pool of a small pass: the cores less the one the event loop needs."""
+    return max(1, cores - 1)
+
+
+def operator_pool() -> bool:
+    """Whether the operator sized the pool (``OMP_NUM_THREADS``): then it is theirs for every pass."""
+    return bool(os.environ.get("OMP_NUM_THREADS"))
+
+
+def leave_a_core_to_the_event_loop() -> None:
+    """Size torch's CPU thread pool to the cores less one, unless the operator chose (``OMP_NUM_THREADS``).
+
+    torch takes every core by default, and its threads wait on one another at each op. The event loop (HTTP,
+    tokenizing, answering) needs a core too: sharing one with the pool stalls every step of the model, which on a
+    small machine costs more than the extra thread gains. This is the pool of loading and of small passes; the
+    running batch gives a big pass every core (``ThreadPolicy``).
+    """
+    if not operator_pool():
+        torch.set_num_threads(small_pool(usable_cores()))
+
+
 class ThreadPolicy:
     """Sizes torch's CPU thread pool for each forward pass of one model (see the module's docstring)."""
 
     def __init__(self, model: Any, cores: int | None = None) -> None:
         cores = cores or usable_cores()
-        self.small = max(1, cores - 1)
+        self.small = small_pool(cores)
         self.large = cores
         config = getattr(model, "config", None)
         self._layers = int(getattr(config, "num_hidden_layers", 0) or 0)
@@ -46,7 +68,7 @@ class ThreadPolicy:
             self._parameters = int(model.num_parameters(exclude_embeddings=True))
         except (AttributeError, TypeError):
             self._parameters = 0
-        self.fixed = bool(os.environ.get("OMP_NUM_THREADS")) or not (self._layers and self._hidden)
+        self.fixed = operator_pool() or not (self._layers and self._hidden)
         self._current = torch.get_num_threads()
 
     def work(self, rows: int, queries: int, keys: int) -> float:

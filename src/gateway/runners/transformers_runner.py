@@ -15,7 +15,6 @@ answered that step. torch is imported by this module, ``causal_batch`` and ``log
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -40,7 +39,7 @@ from gateway.runners.kv_cache import supports_continuous_batching
 from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
-from gateway.runners.threads import ThreadPolicy, usable_cores
+from gateway.runners.threads import ThreadPolicy, leave_a_core_to_the_event_loop
 
 log = logging.getLogger("gateway.runner")
 
@@ -62,19 +61,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-def leave_a_core_to_the_event_loop() -> None:
-    """Size torch's CPU thread pool to the cores less one, unless the operator chose (``OMP_NUM_THREADS``).
-
-    torch takes every core by default, and its threads wait on one another at each op. The event loop (HTTP,
-    tokenizing, answering) needs a core too: sharing one with the pool stalls every step of the model, which on a
-    small machine costs more than the extra thread gains. This is the pool of loading and of small passes; the
-    running batch gives a big pass every core (``threads.ThreadPolicy``).
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    torch.set_num_threads(max(1, usable_cores() - 1))
 
 
 def is_oom(error: BaseException) -> bool:
