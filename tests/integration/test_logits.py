@@ -14,7 +14,7 @@ import torch
 from gateway.demo import DEMO_CAUSAL_ID
 from gateway.errors import GatewayError
 from gateway.runners.base import Row, RunnerConfig
-from gateway.runners.causal_batch import CausalBatch, Sampler
+from gateway.runners.causal_batch import CausalBatch
 from gateway.runners.logits import (
     LOGPROB_FLOOR,
     SAFE_LIMIT,
@@ -25,6 +25,7 @@ from gateway.runners.logits import (
     safe_value,
     top_alternatives,
 )
+from gateway.runners.sampler import Sampler
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.runners.wire import token_from_json, token_to_json
 from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token, TopToken

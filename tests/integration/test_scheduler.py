@@ -20,8 +20,9 @@ from transformers import AutoModelForCausalLM
 from gateway.demo import DEMO_CAUSAL_ID
 from gateway.errors import GatewayError, RequestCancelled
 from gateway.runners.base import Row, RunnerConfig
-from gateway.runners.causal_batch import CausalBatch, Sampler
+from gateway.runners.causal_batch import CausalBatch
 from gateway.runners.faults import FaultPlan
+from gateway.runners.sampler import Sampler
 from gateway.runners.threads import ThreadPolicy
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.scheduler import ModelScheduler, WorkItem

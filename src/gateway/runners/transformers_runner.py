@@ -33,12 +33,13 @@ from transformers import (
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
-from gateway.runners.causal_batch import CausalBatch, Sampler, pad_rows
+from gateway.runners.causal_batch import CausalBatch, pad_rows
 from gateway.runners.faults import FaultInjector
 from gateway.runners.kv_cache import supports_continuous_batching
 from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
+from gateway.runners.sampler import Sampler
 from gateway.runners.threads import ThreadPolicy, leave_a_core_to_the_event_loop
 
 log = logging.getLogger("gateway.runner")
