@@ -11,15 +11,20 @@ which columns are real for each row. Then:
 - finished rows leave the cache when rows join (or once they are a quarter of the batch), and columns no
   remaining row uses are trimmed.
 
+Whenever the cache is rebuilt, the rows are put in order of their first real column (longest first), and a
+decoding step's attention runs per group of rows over the columns that group uses (``ragged``): a mixed batch is
+about twice as wide as its average row.
+
 The cache's layers are ``GrowingLayer``s (``kv_cache``): a step writes its column into spare room instead of
 copying the whole cache, which on long prompts was most of a step.
 
 On the CPU, a decoding step hands the model its attention mask ready-made, as the boolean ``(rows, 1, 1,
 columns)`` mask that transformers builds for SDPA from the 2D one (one query per row: the causal part is all
-true). That skips its mask builder, a noticeable share of a step on a small model. Whether the model takes the
-ready mask and gives the same logits is checked once, on the loop's first step with a padded row (without padding
-both masks are all true and prove nothing); until then, and for good if the check fails, steps use the 2D mask. On
-a GPU the 2D mask stays: with no padding it lets SDPA pick its flash kernel, and the gain there is unmeasured.
+true), and the groups of rows for its attention. The ready mask skips transformers' mask builder, a noticeable
+share of a step on a small model. Whether the model takes both and gives the same logits is checked once, on the
+loop's first step with a padded row (without padding both masks are all true and prove nothing); until then, and
+for good if the check fails, steps use the 2D mask over the whole width. On a GPU the 2D mask stays: with no
+padding it lets SDPA pick its flash kernel, and the gain there is unmeasured.
 
 Greedy output is the same as ``model.generate`` on the same prompts (left padding, same position ids).
 """
@@ -36,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from gateway.runners import ragged
 from gateway.runners.base import Row
 from gateway.runners.kv_cache import growing_cache, rebuild_cache
 from gateway.runners.logits import Alternatives
@@ -86,8 +92,13 @@ class CausalBatch:
         self.next_ids: torch.Tensor | None = None  # (rows,): the token each row feeds at the next step
         self.positions: torch.Tensor | None = None  # (rows,): its position id
         self._keep_one_logit = True
-        # Whether decoding steps pass the ready 4D mask: None until checked on the first step with padding.
+        # Whether decoding steps pass the ready 4D mask and the groups of rows for attention (``ragged``): None
+        # until checked on the first step with padding.
         self._ready_mask: bool | None = None if _attention(model) == "sdpa" and device.type == "cpu" else False
+        self.groups: list[ragged.Group] = []
+        self._attention_width = ragged.attention_width(model.config)
+        if self._ready_mask is None:
+            ragged.install()
 
     def __len__(self) -> int:
         return len(self.states)
@@ -139,12 +150,14 @@ class CausalBatch:
         if self.cache is None or self.mask is None or self.next_ids is None or self.positions is None:
             self.cache, self.mask, self.next_ids, self.positions = cache, mask, next_ids, positions
             self.states, self.samplers = list(states), [sampler] * len(states)
+            self._reshape(list(range(len(states))))  # into length order
             return
         keep = [i for i, s in enumerate(self.states) if not s.done]  # finished rows leave as the new ones join
         self._reshape(keep, (states, sampler, cache, mask, next_ids, positions))
 
     def _reshape(self, keep: list[int], new: _NewRows | None = None) -> None:
-        """Keep rows ``keep`` (trimming columns that none of them uses) and add the ``new`` rows below them."""
+        """Keep rows ``keep`` (trimming columns that none of them uses), add the ``new`` rows, and order all of
+        them by their first real column (longest first), planning the attention's groups of rows."""
         assert self.cache is not None and self.mask is not None and self.next_ids is not None
         assert self.positions is not None
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
@@ -152,19 +165,27 @@ class CausalBatch:
         used = mask.any(dim=0).nonzero()
         first = int(used[0]) if used.numel() else mask.shape[1]  # columns left of this are padding for every row
         width = max(mask.shape[1] - first, new[3].shape[1] if new is not None else 0)
-        rebuild_cache(self.cache, keep, first, width, new[2] if new is not None else None)
-        self.mask = _pad_left(mask[:, first:], width, dim=1)
-        self.next_ids = self.next_ids[index]
-        self.positions = self.positions[index]
-        self.states = [self.states[i] for i in keep]
-        self.samplers = [self.samplers[i] for i in keep]
+        mask = _pad_left(mask[:, first:], width, dim=1)
+        next_ids, positions = self.next_ids[index], self.positions[index]
+        states = [self.states[i] for i in keep]
+        samplers = [self.samplers[i] for i in keep]
+        sources = [(0, i) for i in keep]
         if new is not None:
-            states, sampler, _, new_mask, next_ids, positions = new
-            self.mask = torch.cat([self.mask, _pad_left(new_mask, width, dim=1)])
-            self.next_ids = torch.cat([self.next_ids, next_ids])
-            self.positions = torch.cat([self.positions, positions])
-            self.states.extend(states)
-            self.samplers.extend([sampler] * len(states))
+            new_states, sampler, _, new_mask, new_ids, new_positions = new
+            mask = torch.cat([mask, _pad_left(new_mask, width, dim=1)])
+            next_ids, positions = torch.cat([next_ids, new_ids]), torch.cat([positions, new_positions])
+            states.extend(new_states)
+            samplers.extend([sampler] * len(new_states))
+            sources.extend((1, i) for i in range(len(new_states)))
+        order, firsts = ragged.order_by_first_column(mask)
+        rows = order.tolist()
+        sources = [sources[i] for i in rows]
+        if sources != [(0, i) for i in range(len(self.states))] or first:  # else the cache is as it should be
+            rebuild_cache(self.cache, sources, first, width, new[2] if new is not None else None)
+        self.mask, self.next_ids, self.positions = mask[order], next_ids[order], positions[order]
+        self.states = [states[i] for i in rows]
+        self.samplers = [samplers[i] for i in rows]
+        self.groups = ragged.plan(firsts, self._attention_width)
 
     # -- step --
 
@@ -186,15 +207,16 @@ class CausalBatch:
         assert self.cache is not None and self.next_ids is not None and self.positions is not None
         ids, positions = self.next_ids[:, None], self.positions[:, None]
         if self._ready_mask:
-            return self._forward(ids, mask[:, None, None, :].bool(), positions, self.cache, prefill=False)
+            return self._forward(ids, mask[:, None, None, :].bool(), positions, self.cache, groups=self.groups)
         if self._ready_mask is False or bool(mask.all()):
-            return self._forward(ids, mask, positions, self.cache, prefill=False)
-        # The first step with padding: the 2D mask on the cache, then the ready mask on a copy of it as it was.
+            return self._forward(ids, mask, positions, self.cache)
+        # The first step with padding: the 2D mask on the cache, then the ready mask and two groups of rows (however
+        # little they save) on a copy of it as it was.
         before = copy.deepcopy(self.cache)
-        logits = self._forward(ids, mask, positions, self.cache, prefill=False)
+        logits = self._forward(ids, mask, positions, self.cache)
         try:
             trial: torch.Tensor | None = self._forward(
-                ids, mask[:, None, None, :].bool(), positions, before, prefill=False
+                ids, mask[:, None, None, :].bool(), positions, before, groups=ragged.halves(mask.argmax(1).tolist())
             )
         except Exception:  # refused (or out of memory): this step is already computed, with the 2D mask
             trial = None
@@ -229,7 +251,14 @@ class CausalBatch:
         return chosen, logprobs, tops
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache, *, prefill: bool
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache,
+        *,
+        prefill: bool = False,
+        groups: list[ragged.Group] | None = None,
     ) -> torch.Tensor:
         if self.threads is not None:
             self.threads.size_for(ids.shape[0], ids.shape[1], mask.shape[-1])
@@ -240,6 +269,8 @@ class CausalBatch:
             "past_key_values": cache,
             "use_cache": True,
         }
+        if groups:
+            kwargs["ragged_rows"] = groups
         if prefill and self._keep_one_logit:
             try:
                 logits: torch.Tensor = self.model(**kwargs, logits_to_keep=1).logits[:, -1, :]

@@ -7,11 +7,11 @@ in a buffer with room for more columns and writes each step's column into it; ``
 the columns in use, so the attention reads exactly what ``DynamicLayer`` would give it.
 
 When rows join or leave, the running batch rebuilds the cache once (``rebuild_cache``): the rows it keeps and the
-new ones are copied straight into new buffers with room, each part right-aligned and zero on its left (padding
-that the attention mask hides). Anyone else may still assign new tensors to ``keys`` and ``values`` (transformers'
-own cache methods do): the next ``update`` sees that they are no longer views of its buffer and moves them into a
-new one. The logits are the same as with ``DynamicLayer``: the same numbers, in the same shapes, only stored with
-spare columns beside them.
+new ones are copied straight into new buffers with room, in the order the batch asks for (its rows ordered by
+length: ``ragged``), each right-aligned and zero on its left (padding that the attention mask hides). Anyone
+else may still assign new tensors to ``keys`` and ``values`` (transformers' own cache methods do): the next
+``update`` sees that they are no longer views of its buffer and moves them into a new one. The logits are the
+same as with ``DynamicLayer``: the same numbers, in the same shapes, only stored with spare columns beside them.
 """
 
 from __future__ import annotations
@@ -73,24 +73,21 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
             self._value_buffer[:, :, :used] = self.values
 
     def rebuild(
-        self, keep: Sequence[int], first: int, width: int, new: tuple[torch.Tensor, torch.Tensor] | None
+        self, sources: Sequence[tuple[int, int]], first: int, width: int, new: tuple[torch.Tensor, torch.Tensor] | None
     ) -> None:
-        """New buffers with room holding rows ``keep`` of this layer from column ``first`` on, then the ``new``
-        (keys, values) rows below them; each part right-aligned to ``width`` columns, zeros on its left."""
-        parts = [(self.keys, self.values, keep, first)]
+        """New buffers with room whose rows are ``sources`` in order: (0, row) is a row of this layer from column
+        ``first`` on, (1, row) a row of the ``new`` (keys, values); each right-aligned to ``width`` columns, zeros
+        on its left."""
+        parts = [(self.keys, self.values, first)]
         if new is not None:
-            parts.append((new[0], new[1], range(new[0].shape[0]), 0))
-        rows = sum(len(rows) for _, _, rows, _ in parts)
-        keys, values = _with_room(self.keys, rows, width), _with_room(self.values, rows, width)
-        at = 0
-        for part_keys, part_values, part_rows, part_first in parts:
+            parts.append((new[0], new[1], 0))
+        keys, values = _with_room(self.keys, len(sources), width), _with_room(self.values, len(sources), width)
+        for at, part, start, n in _runs(sources):
+            part_keys, part_values, part_first = parts[part]
             columns = part_keys.shape[2] - part_first
-            for start, stop in _runs(part_rows):
-                n = stop - start
-                for target, source in ((keys, part_keys), (values, part_values)):
-                    target[at : at + n, :, : width - columns] = 0
-                    target[at : at + n, :, width - columns : width] = source[start:stop, :, part_first:]
-                at += n
+            for target, source in ((keys, part_keys), (values, part_values)):
+                target[at : at + n, :, : width - columns] = 0
+                target[at : at + n, :, width - columns : width] = source[start : start + n, :, part_first:]
         self._key_buffer, self._value_buffer = keys, values
         self.keys, self.values = keys[:, :, :width], values[:, :, :width]
 
@@ -100,12 +97,12 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
 
 
 def rebuild_cache(
-    cache: DynamicCache, keep: Sequence[int], first: int, width: int, new: DynamicCache | None = None
+    cache: DynamicCache, sources: Sequence[tuple[int, int]], first: int, width: int, new: DynamicCache | None = None
 ) -> None:
     """``GrowingLayer.rebuild`` on every layer of ``cache`` (with the same layer of ``new``, when given)."""
     for i, layer in enumerate(cache.layers):
         added = (new.layers[i].keys, new.layers[i].values) if new is not None else None
-        layer.rebuild(keep, first, width, added)
+        layer.rebuild(sources, first, width, added)
 
 
 def _with_room(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
@@ -114,14 +111,16 @@ def _with_room(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
     return like.new_empty((rows, like.shape[1], columns + room, like.shape[3]))
 
 
-def _runs(rows: Sequence[int]) -> list[tuple[int, int]]:
-    """``rows`` (ascending) as (start, stop) ranges of consecutive indices: one copy per range."""
-    runs: list[tuple[int, int]] = []
-    for row in rows:
-        if runs and runs[-1][1] == row:
-            runs[-1] = (runs[-1][0], row + 1)
+def _runs(sources: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """``sources`` as (at, part, start, n): ``n`` rows of ``part`` from ``start`` on, going to rows ``at`` on;
+    one copy per run of consecutive rows of one part."""
+    runs: list[tuple[int, int, int, int]] = []
+    for at, (part, row) in enumerate(sources):
+        if runs and runs[-1][1] == part and runs[-1][2] + runs[-1][3] == row:
+            last = runs[-1]
+            runs[-1] = (last[0], part, last[2], last[3] + 1)
         else:
-            runs.append((row, row + 1))
+            runs.append((at, part, row, 1))
     return runs
 
 
