@@ -16,6 +16,11 @@ from gateway.errors import DeadlineExceeded, GatewayError, InvalidRequest, Reque
 from gateway.runners.base import Row, RowSink
 from gateway.types import FinishReason, GenerationOutput, Token, TopToken
 
+# The pure-Python incremental decoding (tokenizers without a stream decoder) decodes the last token or two of a row
+# twice per step; a slow tokenizer takes tens of microseconds a call. Texts of up to this many ids are kept.
+_MEMO_IDS = 8
+_MEMO_SIZE = 1 << 16
+
 # A row whose settings left it no distribution to sample from (``logits.guard_distribution``): a 4xx of its own.
 _NO_DISTRIBUTION = (
     "the sampling settings left no valid distribution to choose from (temperature, penalties or logit_bias too "
@@ -84,6 +89,7 @@ class RowTracker:
         self.special_ids = special_ids
         # The text of one token on its own (the alternatives of ``top_logprobs``).
         self.token_text = token_text or (lambda token_id: decode([token_id]))
+        self._short_texts: dict[tuple[int, ...], str] = {}  # decode() of a few ids (``_decode_few``)
 
     def start(self, row: Row, seed: int | None, started: float | None = None) -> RowState:
         return RowState(row, self.decode_stream(), seed, time.monotonic() if started is None else started)
@@ -152,7 +158,7 @@ class RowTracker:
 
     def _incremental_text(self, state: RowState) -> str:
         # TGI-style incremental detokenization: hold back text that ends inside a multi-byte character.
-        decode = self.decode
+        decode = self._decode_few
         prefix = decode(state.ids[state.prefix_offset : state.read_offset])
         full = decode(state.ids[state.prefix_offset :])
         if len(full) > len(prefix) and not full.endswith("\ufffd"):
@@ -162,6 +168,18 @@ class RowTracker:
             state.emitted_text += new
             return new
         return ""
+
+    def _decode_few(self, ids: list[int]) -> str:
+        """``decode(ids)``, kept for a few ids: decoding is a pure function of the ids."""
+        if len(ids) > _MEMO_IDS:
+            return self.decode(ids)
+        key = tuple(ids)
+        text = self._short_texts.get(key)
+        if text is None:
+            if len(self._short_texts) >= _MEMO_SIZE:
+                self._short_texts.clear()
+            text = self._short_texts[key] = self.decode(ids)
+        return text
 
     def complete(self, state: RowState, reason: FinishReason, last: Token) -> None:
         text = self.decode(state.ids)
