@@ -143,12 +143,57 @@ def test_a_mixed_batch_attends_in_groups_and_every_row_keeps_its_own_tokens(
                 assert any(columns < widths[-1] for _, columns in calls[before:])
     assert not len(batch) and grouped_steps >= 5
     for row, sink in zip(rows, sinks, strict=True):
-        alone = Collect()
-        solo = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
-        with torch.inference_mode():
-            again = Row(row.input_ids, row.params, time.monotonic() + 60, alone)
-            solo.join([again], Sampler(row.params.sampling, runner.device))
-            while len(solo):
-                solo.step()
-        assert isinstance(sink.outcome, GenerationOutput) and isinstance(alone.outcome, GenerationOutput)
-        assert [t.id for t in sink.outcome.tokens] == [t.id for t in alone.outcome.tokens]
+        together, alone = sink.outcome, solo(runner, row)
+        assert isinstance(together, GenerationOutput)
+        assert [t.id for t in together.tokens] == [t.id for t in alone.tokens]
+        assert [t.logprob for t in together.tokens] == pytest.approx([t.logprob for t in alone.tokens], abs=1e-4)
+
+
+def test_rows_join_in_place_of_finished_ones_and_keep_their_own_tokens(runner: TransformersRunner) -> None:
+    """A row that joins while finished rows ride along takes one's place in the cache (no copy: the keys stay a
+    view of the same buffer); one wider than the cache makes the batch rebuild. Every row's tokens are those of
+    its prompt generated alone."""
+    model = runner.model
+    batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
+    running = [(f"row {i}: " + "x" * (20 * i), 30) for i in range(1, 8)]
+    specs = [*running, ("short", 2), ("a b c", 3), ("mid " * 10, 6), ("q", 12), ("y" * 300, 5)]
+    sinks = [Collect() for _ in specs]
+    rows = [
+        Row(runner.encode(p), GenerationParams(max_new_tokens=n), time.monotonic() + 60, s)
+        for (p, n), s in zip(specs, sinks, strict=True)
+    ]
+    greedy = Sampler(GenerationParams().sampling, runner.device)
+    in_place: list[bool] = []
+    with torch.inference_mode():
+        batch.join(rows[:9], greedy)
+        for _ in range(4):  # two rows finish and ride along (under a quarter of the batch)
+            batch.step()
+        assert batch.cache is not None and len(batch) == 9 and sum(s.done for s in batch.states) == 2
+        for row in rows[9:]:  # two fit in place of the finished rows; the last is wider than the cache
+            buffer = batch.cache.layers[0].keys.data_ptr()
+            batch.join([row], Sampler(row.params.sampling, runner.device))
+            in_place.append(batch.cache.layers[0].keys.data_ptr() == buffer)
+            batch.step()
+        while len(batch):
+            batch.step()
+    assert in_place == [True, True, False]
+    for row, sink in zip(rows, sinks, strict=True):
+        together, alone = sink.outcome, solo(runner, row)
+        assert isinstance(together, GenerationOutput)
+        assert [t.id for t in together.tokens] == [t.id for t in alone.tokens]
+        # The log-probabilities too: a random model's greedy ids hardly depend on positions, these do.
+        assert [t.logprob for t in together.tokens] == pytest.approx([t.logprob for t in alone.tokens], abs=1e-4)
+
+
+def solo(runner: TransformersRunner, row: Row) -> GenerationOutput:
+    """``row``'s prompt and settings run in a batch of its own."""
+    alone = Collect()
+    batch = CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device)
+    with torch.inference_mode():
+        batch.join(
+            [Row(row.input_ids, row.params, time.monotonic() + 60, alone)], Sampler(row.params.sampling, runner.device)
+        )
+        while len(batch):
+            batch.step()
+    assert isinstance(alone.outcome, GenerationOutput)
+    return alone.outcome

@@ -43,7 +43,7 @@ from transformers import DynamicCache
 
 from gateway.runners import ragged
 from gateway.runners.base import Row
-from gateway.runners.kv_cache import growing_cache, rebuild_cache
+from gateway.runners.kv_cache import growing_cache, place_rows, rebuild_cache
 from gateway.runners.logits import Alternatives
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.sampler import Choice, Sampler
@@ -152,8 +152,44 @@ class CausalBatch:
             self.states, self.samplers = list(states), [sampler] * len(states)
             self._reshape(list(range(len(states))))  # into length order
             return
+        if self._join_in_place(states, sampler, cache, mask, next_ids, positions):
+            return
         keep = [i for i, s in enumerate(self.states) if not s.done]  # finished rows leave as the new ones join
         self._reshape(keep, (states, sampler, cache, mask, next_ids, positions))
+
+    def _join_in_place(
+        self,
+        states: list[RowState],
+        sampler: Sampler,
+        cache: DynamicCache,
+        mask: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> bool:
+        """New rows take the places of finished rows riding along, when there are enough of them and the new
+        rows are no wider than the cache: the running rows' cache is not copied. Each takes the finished row
+        whose first column is nearest its own, so that the rows stay roughly in length order."""
+        assert self.cache is not None and self.mask is not None and self.next_ids is not None
+        assert self.positions is not None
+        width = self.mask.shape[1]
+        finished = [i for i, s in enumerate(self.states) if s.done]
+        if len(finished) < len(states) or mask.shape[1] > width:
+            return False
+        firsts = self.mask.argmax(dim=1).tolist()
+        slots = []
+        for first in (width - mask.shape[1] + mask.argmax(dim=1)).tolist():
+            slot = min(finished, key=lambda i: abs(firsts[i] - first))
+            finished.remove(slot)
+            slots.append(slot)
+        place_rows(self.cache, slots, cache)
+        index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
+        self.mask[index] = _pad_left(mask, width, dim=1)
+        self.next_ids[index] = next_ids
+        self.positions[index] = positions
+        for slot, state in zip(slots, states, strict=True):
+            self.states[slot], self.samplers[slot] = state, sampler
+        self.groups = ragged.plan(self.mask.argmax(dim=1).tolist(), self._attention_width)
+        return True
 
     def _reshape(self, keep: list[int], new: _NewRows | None = None) -> None:
         """Keep rows ``keep`` (trimming columns that none of them uses), add the ``new`` rows, and order all of
@@ -193,6 +229,9 @@ class CausalBatch:
         """One decoding step for every running row; finished rows leave the batch."""
         assert self.cache is not None and self.mask is not None and self.next_ids is not None
         assert self.positions is not None
+        if not self.cache.layers[0].room():  # rebuilt with room anyway: leave finished rows and trim columns now
+            self._reshape([i for i, s in enumerate(self.states) if not s.done])
+            assert self.mask is not None and self.next_ids is not None and self.positions is not None
         mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
         logits = self._decode(mask)
         self.mask = mask

@@ -6,7 +6,8 @@ columns for 32 rows) that copy is most of a decoding step on the CPU. ``GrowingL
 in a buffer with room for more columns and writes each step's column into it; ``keys`` and ``values`` are views of
 the columns in use, so the attention reads exactly what ``DynamicLayer`` would give it.
 
-When rows join or leave, the running batch rebuilds the cache once (``rebuild_cache``): the rows it keeps and the
+Rows joining take the rows of finished ones in place when they fit (``place_rows``). Otherwise, when rows join or
+leave, the running batch rebuilds the cache once (``rebuild_cache``): the rows it keeps and the
 new ones are copied straight into new buffers with room, in the order the batch asks for (its rows ordered by
 length: ``ragged``), each right-aligned and zero on its left (padding that the attention mask hides). Anyone
 else may still assign new tensors to ``keys`` and ``values`` (transformers' own cache methods do): the next
@@ -91,6 +92,22 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
         self._key_buffer, self._value_buffer = keys, values
         self.keys, self.values = keys[:, :, :width], values[:, :, :width]
 
+    def place(self, slots: Sequence[int], keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Write rows of ``keys`` and ``values`` (no wider than this layer) over rows ``slots`` of this layer, in
+        place: each right-aligned, zeros on its left."""
+        width, columns = self.keys.shape[2], keys.shape[2]
+        for row, slot in enumerate(slots):
+            for target, source in ((self.keys, keys), (self.values, values)):
+                target[slot, :, : width - columns] = 0
+                target[slot, :, width - columns :] = source[row]
+
+    def room(self) -> int:
+        """Columns a step can still write in place (0 once ``keys`` is no longer a view of the buffer)."""
+        buffer = self._key_buffer
+        if buffer is None or self.keys.data_ptr() != buffer.data_ptr() or self.keys.shape[0] != buffer.shape[0]:
+            return 0
+        return int(buffer.shape[2] - self.keys.shape[2])
+
     def reset(self) -> None:
         self._key_buffer = self._value_buffer = None
         super().reset()
@@ -103,6 +120,12 @@ def rebuild_cache(
     for i, layer in enumerate(cache.layers):
         added = (new.layers[i].keys, new.layers[i].values) if new is not None else None
         layer.rebuild(sources, first, width, added)
+
+
+def place_rows(cache: DynamicCache, slots: Sequence[int], new: DynamicCache) -> None:
+    """``GrowingLayer.place`` on every layer of ``cache`` with the same layer of ``new``."""
+    for layer, added in zip(cache.layers, new.layers, strict=True):
+        layer.place(slots, added.keys, added.values)
 
 
 def _with_room(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:

@@ -5,8 +5,9 @@ and a row that joined with a short prompt attends over (masked) padding for all 
 workload the batch is about twice as wide as an average row, and on the CPU SDPA's cost grows with the columns
 it is given, masked or not.
 
-So the running batch keeps its rows ordered by their first real column (``order_by_first_column``) and splits
-them into a few groups of consecutive rows (``plan``); a decoding step passes the plan to the model as the keyword
+So the running batch keeps its rows ordered by their first real column (``order_by_first_column``; rows that
+join in place of finished ones go where they fit best) and splits them into a few groups of consecutive rows
+(``plan``); a decoding step passes the plan to the model as the keyword
 ``ragged_rows``, which transformers hands on to the attention function. ``ragged_sdpa`` runs SDPA once per group
 on that group's rows and on the columns from the group's first real column on: the columns it leaves out are
 masked for every row of the group, so the output is the one SDPA gives over the whole width. Without a plan
@@ -80,24 +81,30 @@ def order_by_first_column(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
 
 
 def plan(firsts: Sequence[int], attention_width: int) -> list[Group]:
-    """Groups of consecutive rows for ``firsts`` (each row's first real column, ascending): split where it drops
-    the most row-columns, as long as a split pays for its SDPA call."""
+    """Groups of consecutive rows for ``firsts`` (each row's first real column; longest first is best, but any
+    order is right): split where it drops the most row-columns, as long as a split pays for its SDPA call. A
+    group starts at the first column of its longest row."""
     if not firsts:
         return []
-    groups: list[Group] = [(0, len(firsts), firsts[0])]
+    groups: list[Group] = [(0, len(firsts), min(firsts))]
     threshold = _SPLIT_COST / max(attention_width, 1)
     while len(groups) < _MAX_GROUPS:
         best_saving, best = 0, None
         for g, (start, stop, first) in enumerate(groups):
+            right = list(firsts[start:stop])
+            for i in range(len(right) - 2, -1, -1):  # the smallest first column from each row on
+                right[i] = min(right[i], right[i + 1])
+            left = firsts[start]
             for row in range(start + 1, stop):
-                saving = (stop - row) * (firsts[row] - first)  # rows from ``row`` on skip these columns
+                saving = (row - start) * (left - first) + (stop - row) * (right[row - start] - first)
                 if saving > best_saving:
-                    best_saving, best = saving, (g, row)
+                    best_saving, best = saving, (g, row, left, right[row - start])
+                left = min(left, firsts[row])
         if best is None or best_saving <= threshold:
             break
-        g, row = best
-        start, stop, first = groups[g]
-        groups[g : g + 1] = [(start, row, first), (row, stop, firsts[row])]
+        g, row, left_first, right_first = best
+        start, stop, _ = groups[g]
+        groups[g : g + 1] = [(start, row, left_first), (row, stop, right_first)]
     return groups
 
 
