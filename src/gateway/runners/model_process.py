@@ -41,7 +41,12 @@ _MEMORY_EVERY_S = 1.0
 
 
 class _Outbox:
-    """Events from the decode loop thread, sent by a thread of their own in as few frames as they come."""
+    """Events from the decode loop thread, sent by a thread of their own in as few frames as they come.
+
+    A streamed token waits for ``flush``, which the decode loop calls after each forward pass: one wake-up of the
+    sender per pass rather than one per streamed row (the sender's Python shares this process's GIL with the
+    decode loop). Everything else (answers, admissions) wakes it at once.
+    """
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -49,10 +54,16 @@ class _Outbox:
         self._condition = threading.Condition()
         threading.Thread(target=self._send_loop, name="gateway-outbox", daemon=True).start()
 
-    def put(self, event: list[Any]) -> None:
+    def put(self, event: list[Any], *, wait_for_flush: bool = False) -> None:
         with self._condition:
             self._events.append(event)
-            self._condition.notify()
+            if not wait_for_flush:
+                self._condition.notify()
+
+    def flush(self) -> None:
+        with self._condition:
+            if self._events:
+                self._condition.notify()
 
     def _send_loop(self) -> None:
         while True:
@@ -81,7 +92,7 @@ class _Sink:
         return self.cancel
 
     def on_token(self, token: Token) -> None:
-        self.outbox.put(["t", self.rid, token_to_json(token)])
+        self.outbox.put(["t", self.rid, token_to_json(token)], wait_for_flush=True)
 
     def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
         self.sinks.pop(self.rid, None)
@@ -157,6 +168,7 @@ def serve(channel: Channel) -> int:
     info = runner.info
     channel.send({"t": "ready", "info": {"device": info.device, "dtype": info.dtype}, "continuous": runner.continuous})
     outbox = _Outbox(channel)
+    runner.after_pass = outbox.flush
     sinks: dict[int, _Sink] = {}
     stop_memory = threading.Event()
     if runner.device.type == "cuda":

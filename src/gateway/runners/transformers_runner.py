@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -171,8 +171,18 @@ class _DecodeLoop:
             while not self.stopped:
                 for submission in self._take(block=not self.batch):
                     self._admit(submission)
+                    self._after_pass()
                 if self.batch and not self.stopped:
                     self._step()
+                    self._after_pass()
+
+    def _after_pass(self) -> None:
+        hook = self.runner.after_pass
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # the loop must go on; the hook's owner logs its own failures
+                log.exception("after-pass hook failed")
 
     def _admit(self, submission: Submission) -> None:
         self.admitting = submission
@@ -251,6 +261,9 @@ class TransformersRunner(ModelFiles):
         self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
         # The running batch sizes torch's pool per pass on the CPU (a big pass gets the core left to the loop).
         self.threads = ThreadPolicy(self.model) if self.device.type == "cpu" else None
+        # Called by the decode loop after each forward pass (a join or a step) and what it reported: the model
+        # process sends the pass's streamed tokens then, in one frame.
+        self.after_pass: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._loop: _DecodeLoop | None = None
         self._generation = 0
