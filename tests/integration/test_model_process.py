@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
+from gateway.errors import RequestCancelled
+from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.process_runner import ProcessRunner
+from gateway.types import GenerationParams, Token
 from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
 
 GEN = DEMO_CAUSAL_ID
@@ -96,3 +102,43 @@ async def test_a_stalled_model_process_is_killed_by_the_watchdog_and_replaced(ap
         r = await client.post("/generate", json={"inputs": "after", "parameters": {"max_new_tokens": 4}})
         assert r.status_code == 200, r.text
         assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
+
+
+class _CancelOnFirstToken:
+    """A streamed row's sink that asks to stop as soon as its first token reaches the gateway."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.outcome: Any = None
+        self.done = threading.Event()
+
+    def cancelled(self) -> bool:
+        return self.tokens > 0
+
+    def on_token(self, token: Token) -> None:
+        self.tokens += 1
+
+    def on_done(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done.set()
+
+
+@pytest.mark.parametrize("model", ["tiny-causal-lm", "tiny-seq2seq"])
+def test_streamed_tokens_cross_the_channel_while_the_row_is_generating(demo_cache_dir: Path, model: str) -> None:
+    """The model process sends each forward pass's tokens when the pass ends (the running batch of the causal
+    model, one ``generate``'s steps on the seq2seq model): a client that leaves at its first token stops a row
+    that would otherwise run 900 tokens."""
+    model_id = DEMO_CAUSAL_ID if model == "tiny-causal-lm" else DEMO_SEQ2SEQ_ID
+    runner = ProcessRunner(RunnerConfig(model_id, path=str(demo_cache_dir / model), device="cpu"))
+    try:
+        first = _CancelOnFirstToken()  # a first row: the loop's own events wait for its passes from then on
+        runner.submit([Row(runner.encode("warm"), GenerationParams(max_new_tokens=2), time.monotonic() + 60, first)])
+        assert first.done.wait(60)
+        sink = _CancelOnFirstToken()
+        row = Row(runner.encode("stream me"), GenerationParams(max_new_tokens=900), time.monotonic() + 60, sink, True)
+        runner.submit([row])
+        assert sink.done.wait(60)
+        assert isinstance(sink.outcome, RequestCancelled), sink.outcome
+        assert 1 <= sink.tokens < 900
+    finally:
+        runner.close()

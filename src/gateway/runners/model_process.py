@@ -11,6 +11,7 @@ The messages are listed in ``wire``. SIGINT and SIGTERM are ignored: the gateway
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -41,38 +42,48 @@ _MEMORY_EVERY_S = 1.0
 
 
 class _Outbox:
-    """Events from the decode loop thread, sent by a thread of their own in as few frames as they come.
+    """Events for the gateway, in the order they happened, in as few frames as they come.
 
-    A streamed token waits for ``flush``, which the decode loop calls after each forward pass: one wake-up of the
-    sender per pass rather than one per streamed row (the sender's Python shares this process's GIL with the
-    decode loop). Everything else (answers, admissions) wakes it at once.
+    The decode loop's own events (tokens, answers, admissions) are sent by the loop's thread after each forward
+    pass (``flush``, from the runner's ``after_pass`` hook): one frame per pass, and no other thread to wake and
+    hand this process's GIL to while the model runs. Events from any other thread (a stop, a failure found
+    elsewhere) wake a sender thread. Both send under one lock, taking everything pending, so frames keep the order
+    of the events. The gateway reads its end on a thread of its own: a send does not wait on its event loop.
     """
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._events: list[list[Any]] = []
         self._condition = threading.Condition()
+        self._sending = threading.Lock()
+        self._loop_thread: int | None = None  # the thread that flushes: its events wait for its flush
         threading.Thread(target=self._send_loop, name="gateway-outbox", daemon=True).start()
 
-    def put(self, event: list[Any], *, wait_for_flush: bool = False) -> None:
+    def put(self, event: list[Any]) -> None:
         with self._condition:
             self._events.append(event)
-            if not wait_for_flush:
+            if threading.get_ident() != self._loop_thread:
                 self._condition.notify()
 
     def flush(self) -> None:
-        with self._condition:
-            if self._events:
-                self._condition.notify()
+        self._loop_thread = threading.get_ident()
+        with contextlib.suppress(ChannelClosed):  # the gateway is gone: the main thread's read ends this process
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._sending:
+            with self._condition:
+                events, self._events = self._events, []
+            if events:
+                self.channel.send({"t": "events", "e": events})
 
     def _send_loop(self) -> None:
         while True:
             with self._condition:
                 while not self._events:
                     self._condition.wait()
-                events, self._events = self._events, []
             try:
-                self.channel.send({"t": "events", "e": events})
+                self._send_pending()
             except ChannelClosed:
                 return
 
@@ -92,7 +103,7 @@ class _Sink:
         return self.cancel
 
     def on_token(self, token: Token) -> None:
-        self.outbox.put(["t", self.rid, token_to_json(token)], wait_for_flush=True)
+        self.outbox.put(["t", self.rid, token_to_json(token)])
 
     def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
         self.sinks.pop(self.rid, None)

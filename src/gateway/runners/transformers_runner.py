@@ -73,9 +73,17 @@ def is_oom(error: BaseException) -> bool:
 class _StaticTracker(StoppingCriteria):
     """For one ``generate`` call: after every step, hands each row's new token to the ``RowTracker``."""
 
-    def __init__(self, tracker: RowTracker, rows: Sequence[Row], stash: LogprobStash, seed: int | None):
+    def __init__(
+        self,
+        tracker: RowTracker,
+        rows: Sequence[Row],
+        stash: LogprobStash,
+        seed: int | None,
+        after_step: Callable[[], None],
+    ):
         started = time.monotonic()
         self.tracker = tracker
+        self.after_step = after_step
         self.states = [tracker.start(r, seed, started) for r in rows]
         for state in self.states:
             state.batch_size = len(rows)
@@ -107,6 +115,7 @@ class _StaticTracker(StoppingCriteria):
             # Rebuilt only when a row finishes: this runs at every step of every batch.
             self._active = [i for i in self._active if not states[i].done]
             self._done = torch.tensor([s.done for s in states], dtype=torch.bool, device=input_ids.device)
+        self.after_step()
         return self._done  # type: ignore[return-value]  # a BoolTensor in all but name
 
     def finish_remaining(self) -> None:
@@ -171,18 +180,10 @@ class _DecodeLoop:
             while not self.stopped:
                 for submission in self._take(block=not self.batch):
                     self._admit(submission)
-                    self._after_pass()
+                    self.runner.pass_done()
                 if self.batch and not self.stopped:
                     self._step()
-                    self._after_pass()
-
-    def _after_pass(self) -> None:
-        hook = self.runner.after_pass
-        if hook is not None:
-            try:
-                hook()
-            except Exception:  # the loop must go on; the hook's owner logs its own failures
-                log.exception("after-pass hook failed")
+                    self.runner.pass_done()
 
     def _admit(self, submission: Submission) -> None:
         self.admitting = submission
@@ -261,8 +262,8 @@ class TransformersRunner(ModelFiles):
         self.continuous = not self.is_seq2seq and supports_continuous_batching(self.model)
         # The running batch sizes torch's pool per pass on the CPU (a big pass gets the core left to the loop).
         self.threads = ThreadPolicy(self.model) if self.device.type == "cpu" else None
-        # Called by the decode loop after each forward pass (a join or a step) and what it reported: the model
-        # process sends the pass's streamed tokens then, in one frame.
+        # Called on the decode loop's thread after each forward pass and what it reported (a join, a step, a step of
+        # one ``generate``): the model process sends the pass's events then, in one frame.
         self.after_pass: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._loop: _DecodeLoop | None = None
@@ -338,7 +339,7 @@ class TransformersRunner(ModelFiles):
             if seed is None:
                 seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             torch.manual_seed(seed)
-        tracker = _StaticTracker(self.tracker, rows, stash, seed)
+        tracker = _StaticTracker(self.tracker, rows, stash, seed, self.pass_done)
         # After generate's own repetition penalty and before its warpers: the order of the continuous batch.
         processors: list[LogitsProcessor] = [LogitBias(sampling.logit_bias)] if sampling.logit_bias else []
         penalties = Penalties(sampling.presence_penalty, sampling.frequency_penalty)
@@ -369,6 +370,15 @@ class TransformersRunner(ModelFiles):
     def free_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def pass_done(self) -> None:
+        """The ``after_pass`` hook, if any; a failure of it is logged and the decode loop goes on."""
+        hook = self.after_pass
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("after-pass hook failed")
 
     def close(self) -> None:
         with self._lock:
