@@ -152,25 +152,18 @@ class CausalBatch:
             self.states, self.samplers = list(states), [sampler] * len(states)
             self._reshape(list(range(len(states))))  # into length order
             return
-        if self._join_in_place(states, sampler, cache, mask, next_ids, positions):
-            return
-        keep = [i for i, s in enumerate(self.states) if not s.done]  # finished rows leave as the new ones join
-        self._reshape(keep, (states, sampler, cache, mask, next_ids, positions))
+        new = (states, sampler, cache, mask, next_ids, positions)
+        if not self._join_in_place(new):
+            keep = [i for i, s in enumerate(self.states) if not s.done]  # finished rows leave as the new ones join
+            self._reshape(keep, new)
 
-    def _join_in_place(
-        self,
-        states: list[RowState],
-        sampler: Sampler,
-        cache: DynamicCache,
-        mask: torch.Tensor,
-        next_ids: torch.Tensor,
-        positions: torch.Tensor,
-    ) -> bool:
+    def _join_in_place(self, new: _NewRows) -> bool:
         """New rows take the places of finished rows riding along, when there are enough of them and the new
         rows are no wider than the cache: the running rows' cache is not copied. Each takes the finished row
         whose first column is nearest its own, so that the rows stay roughly in length order."""
         assert self.cache is not None and self.mask is not None and self.next_ids is not None
         assert self.positions is not None
+        states, sampler, cache, mask, next_ids, positions = new
         width = self.mask.shape[1]
         finished = [i for i, s in enumerate(self.states) if s.done]
         if len(finished) < len(states) or mask.shape[1] > width:
