@@ -11,7 +11,6 @@ The messages are listed in ``wire``. SIGINT and SIGTERM are ignored: the gateway
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import socket
@@ -42,20 +41,19 @@ _MEMORY_EVERY_S = 1.0
 
 
 class _Outbox:
-    """Events for the gateway, in the order they happened, in as few frames as they come.
+    """Events for the gateway, in the order they happened, sent by a thread of their own in as few frames as they
+    come.
 
-    The decode loop's own events (tokens, answers, admissions) are sent by the loop's thread after each forward
-    pass (``flush``, from the runner's ``after_pass`` hook): one frame per pass, and no other thread to wake and
-    hand this process's GIL to while the model runs. Events from any other thread (a stop, a failure found
-    elsewhere) wake a sender thread. Both send under one lock, taking everything pending, so frames keep the order
-    of the events. The gateway reads its end on a thread of its own: a send does not wait on its event loop.
+    The decode loop's own events (tokens, answers, admissions) wait for the end of its forward pass: ``flush``,
+    called from the runner's ``after_pass`` hook, wakes the sender once per pass instead of once per event (the
+    sender's Python shares this process's GIL with the decode loop, and it encodes while torch runs). Events
+    from any other thread (a stop, a failure found elsewhere) wake it at once.
     """
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._events: list[list[Any]] = []
         self._condition = threading.Condition()
-        self._sending = threading.Lock()
         self._loop_thread: int | None = None  # the thread that flushes: its events wait for its flush
         threading.Thread(target=self._send_loop, name="gateway-outbox", daemon=True).start()
 
@@ -67,23 +65,18 @@ class _Outbox:
 
     def flush(self) -> None:
         self._loop_thread = threading.get_ident()
-        with contextlib.suppress(ChannelClosed):  # the gateway is gone: the main thread's read ends this process
-            self._send_pending()
-
-    def _send_pending(self) -> None:
-        with self._sending:
-            with self._condition:
-                events, self._events = self._events, []
-            if events:
-                self.channel.send({"t": "events", "e": events})
+        with self._condition:
+            if self._events:
+                self._condition.notify()
 
     def _send_loop(self) -> None:
         while True:
             with self._condition:
                 while not self._events:
                     self._condition.wait()
+                events, self._events = self._events, []
             try:
-                self._send_pending()
+                self.channel.send({"t": "events", "e": events})
             except ChannelClosed:
                 return
 

@@ -263,7 +263,7 @@ class TransformersRunner(ModelFiles):
         # The running batch sizes torch's pool per pass on the CPU (a big pass gets the core left to the loop).
         self.threads = ThreadPolicy(self.model) if self.device.type == "cpu" else None
         # Called on the decode loop's thread after each forward pass and what it reported (a join, a step, a step of
-        # one ``generate``): the model process sends the pass's events then, in one frame.
+        # one ``generate``): the model process sends the pass's events then.
         self.after_pass: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._loop: _DecodeLoop | None = None
