@@ -4,12 +4,13 @@ The layout is TGI's ``CausalLMBatch``: rows are left-padded, the KV cache holds 
 (``DynamicCache``, one ``(rows, heads, columns, head_dim)`` tensor pair per layer) and a 2D attention mask says
 which columns are real for each row. Then:
 
-- ``join``: new rows are prefilled together in one forward pass, their first token is chosen, and their cache
-  is concatenated to the running one (the shorter of the two is padded on the left, masked out);
+- ``join``: new rows are prefilled together in one forward pass and their first token is chosen; their cache
+  is written over finished rows that still ride along when there are enough and the new rows fit the width,
+  otherwise the running cache is rebuilt with them (the narrower part padded on the left, masked out);
 - ``step``: one forward pass over every running row with its last token; each row's token is chosen by its
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
-- finished rows leave the cache when rows join (or once they are a quarter of the batch), and columns no
-  remaining row uses are trimmed.
+- finished rows leave the cache at a rebuild (rows joining that do not fit in place, a quarter of the batch
+  finished, or the buffer out of room), and columns no remaining row uses are trimmed then.
 
 Whenever the cache is rebuilt, the rows are put in order of their first real column (longest first), and a
 decoding step's attention runs per group of rows over the columns that group uses (``ragged``): a mixed batch is
