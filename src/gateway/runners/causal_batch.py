@@ -175,6 +175,7 @@ class CausalBatch:
             slot = min(finished, key=lambda i: abs(firsts[i] - first))
             finished.remove(slot)
             slots.append(slot)
+            firsts[slot] = first
         place_rows(self.cache, slots, cache)
         index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
         self.mask[index] = _pad_left(mask, width, dim=1)
@@ -182,7 +183,7 @@ class CausalBatch:
         self.positions[index] = positions
         for slot, state in zip(slots, states, strict=True):
             self.states[slot], self.samplers[slot] = state, sampler
-        self.groups = ragged.plan(self.mask.argmax(dim=1).tolist(), self._attention_width)
+        self.groups = ragged.plan(firsts, self._attention_width)
         return True
 
     def _reshape(self, keep: list[int], new: _NewRows | None = None) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers.integrations import sdpa_attention
 
 # One group of rows: rows [start, stop) attend over the columns from ``first`` on.
 Group = tuple[int, int, int]
@@ -57,8 +58,7 @@ def ragged_sdpa(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, once per group of ``ragged_rows`` when given (outputs in row order)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    sdpa_attention_forward = sdpa_attention.sdpa_attention_forward
     if not ragged_rows or (len(ragged_rows) == 1 and ragged_rows[0][2] == 0):
         output: tuple[torch.Tensor, None] = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
         return output
