@@ -4,9 +4,11 @@ The layout is TGI's ``CausalLMBatch``: rows are left-padded, the KV cache holds 
 (``DynamicCache``, one ``(rows, heads, columns, head_dim)`` tensor pair per layer) and a 2D attention mask says
 which columns are real for each row. Then:
 
-- ``join``: new rows are prefilled together in one forward pass and their first token is chosen; their cache
-  is written over finished rows that still ride along when there are enough and the new rows fit the width,
-  otherwise the running cache is rebuilt with them (the narrower part padded on the left, masked out);
+- ``join``: new rows are prefilled together and their first token is chosen. When finished rows still ride
+  along and the new rows fit the width, the prefill is packed into a decoding step of the running rows (one
+  forward pass for both, ``packed_join``) and the new rows take the finished rows' places; failing that, they
+  are prefilled in a pass of their own, and written over finished rows or the running cache is rebuilt with them
+  (the narrower part padded on the left, masked out);
 - ``step``: one forward pass over every running row with its last token; each row's token is chosen by its
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
 - finished rows leave the cache at a rebuild (rows joining that do not fit in place, a quarter of the batch
@@ -39,15 +41,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
-from gateway.runners import ragged
+from gateway.runners import packed_join, ragged
 from gateway.runners.base import Row
 from gateway.runners.kv_cache import growing_cache, place_rows, rebuild_cache
 from gateway.runners.logits import Alternatives
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.sampler import Choice, Sampler
+from gateway.runners.tensors import pad_left, pad_rows, same_logits
 from gateway.runners.threads import ThreadPolicy
 
 # Rows joining: their states, sampler, prefilled cache, 2D mask, next ids and positions.
@@ -56,18 +58,8 @@ _NewRows = tuple[list[RowState], "Sampler", DynamicCache, torch.Tensor, torch.Te
 log = logging.getLogger("gateway.runner")
 
 
-def pad_rows(rows: Sequence[Row], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask) of ``rows``, padded to the longest on the left (a causal LM continues from the
-    right edge) or on the right (an encoder's input)."""
-    longest = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.input_ids)
-        cols = slice(longest - n, longest) if left else slice(0, n)
-        ids[i, cols] = torch.tensor(row.input_ids, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
+class BatchLost(Exception):
+    """A pass that also decoded the running rows failed: the batch is cleared; every running row must fail."""
 
 
 class CausalBatch:
@@ -98,6 +90,9 @@ class CausalBatch:
         self._ready_mask: bool | None = None if _attention(model) == "sdpa" and device.type == "cpu" else False
         self.groups: list[ragged.Group] = []
         self._attention_width = ragged.attention_width(model.config)
+        # Whether rows join within a decoding step's pass (``_join_in_step``): None until checked on the first
+        # join that can; only with the ready mask.
+        self._packing: bool | None = None
         if self._ready_mask is None:
             ragged.install()
 
@@ -125,19 +120,62 @@ class CausalBatch:
                 sampler,
             )
         states = [self.tracker.start(row, sampler.seed, started) for row in rows]
-        ids, mask = pad_rows(rows, self.pad_id, left=True)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = growing_cache(self.model.config)
-        logits = self._forward(ids, mask, positions, cache, prefill=True)
+        if self._packing is not False and self._ready_mask and self.cache is not None and self.mask is not None:
+            slots = packed_join.slots_for(self.mask, self.states, rows) if self.cache.layers[0].room() else None
+            if slots is not None:
+                self._join_in_step(rows, states, sampler, slots)
+                return states
+        logits, cache, mask, positions = self.prefill(rows)
         chosen, logprobs, tops = sampler.choose(logits, states)
-        new_size = sum(not s.done for s in self.states) + len(rows)
-        for state in (*self.states, *states):
-            state.batch_size = max(state.batch_size, new_size)
+        self._note_batch_size(states)
         self._track(states, chosen, logprobs, tops)
         self._append(states, sampler, cache, mask, chosen, positions[:, -1] + 1)
         self._drop_finished()
         return states
+
+    def _join_in_step(self, rows: Sequence[Row], states: list[RowState], sampler: Sampler, slots: list[int]) -> None:
+        """One forward pass that is both a decoding step of the running rows and the prefill of ``rows``, which
+        take the rows ``slots`` (finished ones riding along): ``packed_join``."""
+        assert self.cache is not None and self.mask is not None and self.next_ids is not None
+        assert self.positions is not None
+        packed = packed_join.build(self.mask, self.next_ids, self.positions, rows, slots, self._attention_width)
+        try:
+            if self._packing is None:
+                logits, self._packing = packed_join.check(self, rows, packed)
+                log.info("packed joins checked", extra={"packed_joins": self._packing})
+            else:
+                logits = packed_join.forward(self.model, self.cache, packed, self.threads)
+        except Exception as exc:  # the cache may be half written
+            self.clear()
+            raise BatchLost from exc
+        running = packed.running
+        chosen, logprobs, tops = self._choose(logits[:running])
+        self._track(self.states, chosen, logprobs, tops)
+        first, first_logprobs, first_tops = sampler.choose(logits[running:], states)
+        self._note_batch_size(states)
+        self._track(states, first, first_logprobs, first_tops)
+        index = torch.tensor(slots, dtype=torch.long, device=self.device)
+        self.mask, self.next_ids, self.positions = packed.mask, chosen, self.positions + 1
+        self.next_ids[index] = first
+        self.positions[index] = torch.tensor([len(r.input_ids) for r in rows], device=self.device)
+        for slot, state in zip(slots, states, strict=True):
+            self.states[slot], self.samplers[slot] = state, sampler
+        self.groups = packed.groups
+        self._drop_finished()
+
+    def prefill(self, rows: Sequence[Row]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """A forward pass over ``rows``' prompts alone (left-padded): their last logits, their cache, 2D mask and
+        position ids."""
+        ids, mask = pad_rows(rows, self.pad_id, left=True)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = growing_cache(self.model.config)
+        return self.forward(ids, mask, positions, cache, prefill=True), cache, mask, positions
+
+    def _note_batch_size(self, states: Sequence[RowState]) -> None:
+        new_size = sum(not s.done for s in self.states) + len(states)
+        for state in (*self.states, *states):
+            state.batch_size = max(state.batch_size, new_size)
 
     def _append(
         self,
@@ -178,7 +216,7 @@ class CausalBatch:
             firsts[slot] = first
         place_rows(self.cache, slots, cache)
         index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
-        self.mask[index] = _pad_left(mask, width, dim=1)
+        self.mask[index] = pad_left(mask, width, dim=1)
         self.next_ids[index] = next_ids
         self.positions[index] = positions
         for slot, state in zip(slots, states, strict=True):
@@ -196,14 +234,14 @@ class CausalBatch:
         used = mask.any(dim=0).nonzero()
         first = int(used[0]) if used.numel() else mask.shape[1]  # columns left of this are padding for every row
         width = max(mask.shape[1] - first, new[3].shape[1] if new is not None else 0)
-        mask = _pad_left(mask[:, first:], width, dim=1)
+        mask = pad_left(mask[:, first:], width, dim=1)
         next_ids, positions = self.next_ids[index], self.positions[index]
         states = [self.states[i] for i in keep]
         samplers = [self.samplers[i] for i in keep]
         sources = [(0, i) for i in keep]
         if new is not None:
             new_states, sampler, _, new_mask, new_ids, new_positions = new
-            mask = torch.cat([mask, _pad_left(new_mask, width, dim=1)])
+            mask = torch.cat([mask, pad_left(new_mask, width, dim=1)])
             next_ids, positions = torch.cat([next_ids, new_ids]), torch.cat([positions, new_positions])
             states.extend(new_states)
             samplers.extend([sampler] * len(new_states))
@@ -241,25 +279,21 @@ class CausalBatch:
         assert self.cache is not None and self.next_ids is not None and self.positions is not None
         ids, positions = self.next_ids[:, None], self.positions[:, None]
         if self._ready_mask:
-            return self._forward(ids, mask[:, None, None, :].bool(), positions, self.cache, groups=self.groups)
+            return self.forward(ids, mask[:, None, None, :].bool(), positions, self.cache, groups=self.groups)
         if self._ready_mask is False or bool(mask.all()):
-            return self._forward(ids, mask, positions, self.cache)
+            return self.forward(ids, mask, positions, self.cache)
         # The first step with padding: the 2D mask on the cache, then the ready mask and two groups of rows (however
         # little they save) on a copy of it as it was.
         before = copy.deepcopy(self.cache)
-        logits = self._forward(ids, mask, positions, self.cache)
+        logits = self.forward(ids, mask, positions, self.cache)
         try:
-            trial: torch.Tensor | None = self._forward(
+            trial: torch.Tensor | None = self.forward(
                 ids, mask[:, None, None, :].bool(), positions, before, groups=ragged.halves(mask.argmax(1).tolist())
             )
         except Exception:  # refused (or out of memory): this step is already computed, with the 2D mask
             trial = None
         del before
-        self._ready_mask = bool(
-            trial is not None
-            and torch.equal(trial.argmax(dim=-1), logits.argmax(dim=-1))
-            and torch.allclose(trial.float(), logits.float(), rtol=1e-3, atol=1e-4)
-        )
+        self._ready_mask = same_logits(trial, logits)
         log.info("decoding-step attention mask checked", extra={"ready_mask": self._ready_mask})
         return logits
 
@@ -284,7 +318,7 @@ class CausalBatch:
                     tops[i] = alternatives
         return chosen, logprobs, tops
 
-    def _forward(
+    def forward(
         self,
         ids: torch.Tensor,
         mask: torch.Tensor,
@@ -356,11 +390,3 @@ class CausalBatch:
 def _attention(model: Any) -> str | None:
     implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
     return implementation if isinstance(implementation, str) else None
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing <= 0:
-        return t
-    pad = [0, 0] * (t.dim() - 1 - dim) + [missing, 0]
-    return F.pad(t, pad)

@@ -29,17 +29,30 @@ _MIN_ROOM = 32
 _ROOM_SHARE = 8
 
 
+# Rows prefilled in a decoding step's pass (``GrowingLayer.packing``): (slot, start, length): the row takes row
+# ``slot`` of the cache, its tokens are ``length`` tokens of the packed pass from ``start`` on.
+Segment = tuple[int, int, int]
+
+
 class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyped here
-    """A ``DynamicLayer`` whose update writes into spare room instead of concatenating."""
+    """A ``DynamicLayer`` whose update writes into spare room instead of concatenating.
+
+    While ``packing`` is set, a pass is packed (one sequence: each cache row's next token, then the tokens of
+    rows being prefilled, ``Segment``s): the update writes each row's token into the next column of its row, then
+    each segment right-aligned over its slot's row (zeros on its left), and returns the whole cache.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
+        self.packing: Sequence[Segment] | None = None
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.packing is not None:
+            return self._update_packed(key_states, value_states, self.packing)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         used = self.get_seq_length()
@@ -49,6 +62,21 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
         assert self._key_buffer is not None and self._value_buffer is not None
         self._key_buffer[:, :, used:end] = key_states
         self._value_buffer[:, :, used:end] = value_states
+        self.keys = self._key_buffer[:, :, :end]
+        self.values = self._value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def _update_packed(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, segments: Sequence[Segment]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._key_buffer is not None and self._value_buffer is not None and self.room() > 0
+        rows, used = self.keys.shape[0], self.keys.shape[2]
+        end = used + 1
+        for buffer, states in ((self._key_buffer, key_states), (self._value_buffer, value_states)):
+            buffer[:rows, :, used] = states[0, :, :rows].transpose(0, 1)
+            for slot, start, length in segments:
+                buffer[slot, :, : end - length] = 0
+                buffer[slot, :, end - length : end] = states[0, :, start : start + length]
         self.keys = self._key_buffer[:, :, :end]
         self.values = self._value_buffer[:, :, :end]
         return self.keys, self.values
@@ -120,6 +148,12 @@ def rebuild_cache(
     for i, layer in enumerate(cache.layers):
         added = (new.layers[i].keys, new.layers[i].values) if new is not None else None
         layer.rebuild(sources, first, width, added)
+
+
+def set_packing(cache: DynamicCache, segments: Sequence[Segment] | None) -> None:
+    """Make the next passes over ``cache`` packed ones with ``segments`` (``GrowingLayer``), or plain (None)."""
+    for layer in cache.layers:
+        layer.packing = segments
 
 
 def place_rows(cache: DynamicCache, slots: Sequence[int], new: DynamicCache) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from transformers.integrations import sdpa_attention
 
+from gateway.runners.kv_cache import Segment
+
 # One group of rows: rows [start, stop) attend over the columns from ``first`` on.
 Group = tuple[int, int, int]
 
@@ -55,9 +57,14 @@ def ragged_sdpa(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     ragged_rows: Sequence[Group] | None = None,
+    packed_rows: Sequence[Segment] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, once per group of ``ragged_rows`` when given (outputs in row order)."""
+    """transformers' SDPA attention, once per group of ``ragged_rows`` when given (outputs in row order); in a
+    packed pass (``packed_rows``), the cache rows' queries that way and each prefilled row's causally over its
+    own columns."""
+    if packed_rows is not None:
+        return _packed(module, query, key, value, attention_mask, ragged_rows, packed_rows, **kwargs)
     sdpa_attention_forward = sdpa_attention.sdpa_attention_forward
     if not ragged_rows or (len(ragged_rows) == 1 and ragged_rows[0][2] == 0):
         output: tuple[torch.Tensor, None] = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -70,6 +77,34 @@ def ragged_sdpa(
         )
         outputs.append(part)
     return torch.cat(outputs), None
+
+
+def _packed(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    ragged_rows: Sequence[Group] | None,
+    segments: Sequence[Segment],
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """``query`` is one packed sequence (``kv_cache.GrowingLayer``): the next token of each of the cache's rows,
+    then the segments; ``key`` and ``value`` are the whole cache, segments written in place."""
+    rows, end = key.shape[0], key.shape[2]
+    decoding = query[0, :, :rows].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, head dim)
+    outputs = [ragged_sdpa(module, decoding, key, value, attention_mask, ragged_rows, **kwargs)[0].transpose(0, 1)]
+    for slot, start, length in segments:
+        part, _ = sdpa_attention.sdpa_attention_forward(
+            module,
+            query[:, :, start : start + length],
+            key[slot : slot + 1, :, end - length :],
+            value[slot : slot + 1, :, end - length :],
+            None,
+            **{**kwargs, "is_causal": True},
+        )
+        outputs.append(part)
+    return torch.cat(outputs, dim=1), None
 
 
 def order_by_first_column(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:

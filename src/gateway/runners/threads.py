@@ -20,6 +20,7 @@ fixes the pool for every pass.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -85,6 +86,12 @@ class ThreadPolicy:
         """Set the pool for the next pass (nothing when it is fixed)."""
         if not self.fixed:
             self._use(self.threads_for(rows, queries, keys))
+
+    def size_for_parts(self, parts: Sequence[tuple[int, int, int]]) -> None:
+        """``size_for`` a pass made of several (rows, queries, keys) parts: a packed pass."""
+        if not self.fixed:
+            work = sum(self.work(*part) for part in parts)
+            self._use(self.large if work > _LARGE_PASS else self.small)
 
     def _use(self, threads: int) -> None:
         if threads != self._current:

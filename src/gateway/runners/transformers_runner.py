@@ -33,13 +33,14 @@ from transformers import (
 
 from gateway.errors import GatewayError, ModelError, OutOfMemory
 from gateway.runners.base import Row, RunnerConfig, Submission
-from gateway.runners.causal_batch import CausalBatch, pad_rows
+from gateway.runners.causal_batch import BatchLost, CausalBatch
 from gateway.runners.faults import FaultInjector
 from gateway.runners.kv_cache import supports_continuous_batching
 from gateway.runners.logits import Degrade, LogitBias, LogprobStash, Penalties, top_alternatives
 from gateway.runners.model_files import ModelFiles
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.sampler import Sampler
+from gateway.runners.tensors import pad_rows
 from gateway.runners.threads import ThreadPolicy, leave_a_core_to_the_event_loop
 
 log = logging.getLogger("gateway.runner")
@@ -208,6 +209,10 @@ class _DecodeLoop:
                 rows[0].params.sampling, self.runner.device, degrade=degrade, eos_id=self.runner.first_eos_id
             )
             states = self.batch.join(rows, sampler)
+        except BatchLost as lost:  # the pass decoded the running rows too: they fail with this submission
+            self._fail_running(self.runner.failure(lost.__cause__ or lost))
+            submission.fail(self.runner.failure(lost.__cause__ or lost))
+            return
         except Exception as exc:
             submission.fail(self.runner.failure(exc))
             return
@@ -220,13 +225,15 @@ class _DecodeLoop:
         try:
             self.batch.step()
         except Exception as exc:
-            error = self.runner.failure(exc)
             self.batch.clear()  # the rows not answered yet go back to the scheduler with the error
-            running, self.running = self.running, []
-            for submission, _ in running:
-                submission.fail(error)
+            self._fail_running(self.runner.failure(exc))
             return
         self._settle_finished()
+
+    def _fail_running(self, error: GatewayError) -> None:
+        running, self.running = self.running, []
+        for submission, _ in running:
+            submission.fail(error)
 
     def _settle_finished(self) -> None:
         if not self.running:
