@@ -6,8 +6,8 @@
 What it writes, for every SLO and every window of the alert pairs (and 5m, always):
 
 * ``job_model_slo:gateway_slo_errors:ratio_rate<window>`` (labels ``job``, ``model``, ``slo``): bad events over
-  valid events in the window. Availability reads ``gateway_requests_total`` by status; a latency SLO reads its
-  histogram: bad = ``_count`` minus the bucket at the target edge;
+  valid events in the window (no sample in a window without any). Availability reads ``gateway_requests_total``
+  by status; a latency SLO reads its histogram: bad = ``_count`` minus the bucket at the target edge;
 * ``gateway_slo:error_budget:ratio`` (label ``slo``): 1 - objective, the constant the burn rates divide by;
 * ``job_model_slo:gateway_slo_errors:ratio_rate<period>``: the 5m ratio averaged over the period (time-weighted,
   as Sloth does: a 30-day rate over raw counters would cost far more at every evaluation), and
@@ -84,7 +84,9 @@ def _le(value: float) -> str:
 
 
 def sli_expr(slo: dict[str, Any], window: str, edges: dict[str, tuple[float, ...]]) -> str:
-    """The bad/valid ratio of one SLO over one window, by job and model."""
+    """The bad/valid ratio of one SLO over one window, by job and model; no sample where there were no valid
+    events in the window (0/0 would record NaN, and one NaN in the 5m ratio makes the 30-day average, the budget
+    left, NaN for 30 days)."""
     if "counter" in slo:
         counter = slo["counter"]
         bad = "|".join(slo["bad_statuses"])
@@ -92,14 +94,14 @@ def sli_expr(slo: dict[str, Any], window: str, edges: dict[str, tuple[float, ...
         valid = f'sum by (job, model) (rate({counter}{{status!~"{excluded}"}}[{window}]))'
         return (
             f'(\n    sum by (job, model) (rate({counter}{{status=~"{bad}"}}[{window}]))\n  or\n'
-            f"    0 * {valid}\n)\n/\n{valid}\n"
+            f"    0 * {valid}\n)\n/\n({valid} > 0)\n"
         )
     histogram, target = slo["histogram"], float(slo["target_seconds"])
     if target not in edges.get(histogram, ()):
         raise ValueError(f"{histogram}: target {target} is not a bucket edge {edges.get(histogram)}")
     total = f"sum by (job, model) (rate({histogram}_count[{window}]))"
     good = f'sum by (job, model) (rate({histogram}_bucket{{le="{_le(target)}"}}[{window}]))'
-    return f"(\n  {total}\n  -\n  {good}\n)\n/\n{total}\n"
+    return f"(\n  {total}\n  -\n  {good}\n)\n/\n({total} > 0)\n"
 
 
 def _windows(settings: dict[str, Any]) -> list[str]:
