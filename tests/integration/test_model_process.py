@@ -23,7 +23,7 @@ from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.errors import RequestCancelled
 from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.process_runner import ProcessRunner
-from gateway.types import GenerationParams, Token
+from gateway.types import GenerationOutput, GenerationParams, Token
 from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
 
 GEN = DEMO_CAUSAL_ID
@@ -141,4 +141,55 @@ def test_streamed_tokens_cross_the_channel_while_the_row_is_generating(demo_cach
         assert isinstance(sink.outcome, RequestCancelled), sink.outcome
         assert 1 <= sink.tokens < 900
     finally:
+        runner.close()
+
+
+class _Answered:
+    """A row's sink that keeps its outcome."""
+
+    def __init__(self) -> None:
+        self.outcome: Any = None
+        self.done = threading.Event()
+
+    def cancelled(self) -> bool:
+        return False
+
+    def on_token(self, token: Token) -> None:
+        pass
+
+    def on_done(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done.set()
+
+
+def test_a_model_process_that_stops_reading_never_holds_the_submitter(demo_cache_dir: Path) -> None:
+    """The model process stopped (SIGSTOP) while a megabyte of submissions is handed over: far more than the
+    socket holds, yet every ``submit`` returns (the event loop calls it; a thread of the runner does the
+    sending). Once the process runs again, every row is answered."""
+    runner = ProcessRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
+    sinks: list[_Answered] = []
+    try:
+        warm = _Answered()
+        runner.submit([Row(runner.encode("warm"), GenerationParams(max_new_tokens=1), time.monotonic() + 60, warm)])
+        assert warm.done.wait(60)
+        ids = runner.encode("a long prompt, " * 20)
+        os.kill(runner.pid, signal.SIGSTOP)
+        submitted = threading.Event()
+
+        def submit_all() -> None:
+            for _ in range(100):  # 800 rows of ~300 ids: about a megabyte of JSON
+                group = [_Answered() for _ in range(8)]
+                sinks.extend(group)
+                runner.submit([Row(ids, GenerationParams(max_new_tokens=1), time.monotonic() + 120, s) for s in group])
+            submitted.set()
+
+        threading.Thread(target=submit_all, daemon=True).start()
+        returned = submitted.wait(20)
+        os.kill(runner.pid, signal.SIGCONT)
+        assert returned, "submit waited on a model process that does not read"
+        for sink in sinks:
+            assert sink.done.wait(120)
+        assert all(isinstance(s.outcome, GenerationOutput) for s in sinks)
+    finally:
+        os.kill(runner.pid, signal.SIGCONT)
         runner.close()

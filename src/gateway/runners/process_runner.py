@@ -1,13 +1,14 @@
 """The gateway side of a model process (``model_process``): same seam as ``TransformersRunner``, no torch here.
 
 Tokenizing stays in this process (``ModelFiles``); each submission goes to the model process as one JSON
-message, and a reader thread turns the events coming back into the rows' ``RowSink`` calls and the
-submissions' futures. Cancellation is forwarded as the events arrive: a row whose client left is named in a
-``cancel`` message and stops within a step.
+message, sent by a thread of its own (``wire.Sender``: the event loop never waits on the socket), and a reader
+thread turns the events coming back into the rows' ``RowSink`` calls and the submissions' futures.
+Cancellation is forwarded as the events arrive: a row whose client left is named in a ``cancel`` message and
+stops within a step.
 
 The process is restarted when it dies (its rows fail with ``ModelError``) and on ``reset`` (the watchdog: it is
 killed, its rows fail with the reason given). Until a new one has loaded, ``alive`` is false and submissions
-wait in the socket.
+wait in the sender and the socket.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.runners.model_files import ModelFiles
 from gateway.runners.wire import (
     Channel,
     ChannelClosed,
+    Sender,
     config_to_json,
     error_from_json,
     output_from_json,
@@ -65,6 +67,7 @@ class _Child:
         self.loss_reason: GatewayError = ModelError("the model process exited")
         self.memory: dict[str, Any] | None = None
         self.channel.send(config)
+        self.sender = Sender(self.channel, f"gateway-sender-{self.proc.pid}")  # every later message
         self.reader = threading.Thread(target=self._read, name=f"gateway-reader-{self.proc.pid}", daemon=True)
         self.reader.start()
 
@@ -88,7 +91,7 @@ class _Child:
                 )
         fault = submission.fault
         wire_fault = None if fault is None else {"kind": fault.kind, "seconds": fault.seconds, "output": fault.output}
-        self.channel.send({"t": "submit", "id": sid, "rows": rows, "fault": wire_fault})
+        self.sender.send({"t": "submit", "id": sid, "rows": rows, "fault": wire_fault})
 
     def _read(self) -> None:
         try:
@@ -147,7 +150,7 @@ class _Child:
             gone = [rid for rid, row in self.rows.items() if rid not in self.cancel_sent and row.sink.cancelled()]
             self.cancel_sent.update(gone)
         if gone:
-            self.channel.send({"t": "cancel", "ids": gone})
+            self.sender.send({"t": "cancel", "ids": gone})
 
     def _lose(self) -> None:
         with self.lock:
@@ -158,12 +161,13 @@ class _Child:
         self.ready.set()
         for submission in submissions:
             submission.fail(self.loss_reason)
+        self.sender.close()
         self.channel.close()
         self.on_lost(self)
 
     def stop(self, timeout_s: float) -> None:
         try:
-            self.channel.send({"t": "stop"})
+            self.sender.send({"t": "stop"})
             self.proc.wait(timeout=timeout_s)
         except (ChannelClosed, subprocess.TimeoutExpired):
             self.kill()
@@ -256,7 +260,7 @@ class ProcessRunner(ModelFiles):
 
     def _wake_stalls(self) -> None:
         with contextlib.suppress(ChannelClosed):
-            self._child.channel.send({"t": "wake"})
+            self._child.sender.send({"t": "wake"})
 
     def close(self) -> None:
         with self._lock:

@@ -91,6 +91,52 @@ class Channel:
             self.sock.close()
 
 
+class Sender:
+    """Messages for a ``Channel``, sent in order by a thread of their own, so that whoever sends (the gateway's
+    event loop) never waits on the socket: a Unix socket wakes its reader synchronously, and under load a 15 KB
+    submit held the event loop 0.4 ms at the median and up to 5 ms; a model process that stopped reading would
+    hold it for good once the socket's buffer is full.
+
+    After the channel fails, or ``close``, ``send`` raises ``ChannelClosed``; messages still waiting are dropped
+    (the reader of the other direction sees the end of the stream and fails what was outstanding).
+    """
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        self.channel = channel
+        self._messages: list[dict[str, Any]] = []
+        self._condition = threading.Condition(threading.Lock())
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self._condition:
+            if self._closed:
+                raise ChannelClosed("channel closed")
+            self._messages.append(message)
+            self._condition.notify()
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._messages and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                messages, self._messages = self._messages, []
+            try:
+                for message in messages:
+                    self.channel.send(message)
+            except ChannelClosed:
+                self.close()
+                return
+
+
 # -- values --
 
 
