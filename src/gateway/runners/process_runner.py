@@ -1,8 +1,8 @@
 """The gateway side of a model process (``model_process``): same seam as ``TransformersRunner``, no torch here.
 
 Tokenizing stays in this process (``ModelFiles``); each submission goes to the model process as one JSON
-message, sent by a thread of its own (``wire.Sender``: the event loop never waits on the socket), and a reader
-thread turns the events coming back into the rows' ``RowSink`` calls and the submissions' futures.
+message, sent without waiting on the socket (``wire.Sender``: what it cannot take yet goes out from a thread),
+and a reader thread turns the events coming back into the rows' ``RowSink`` calls and the submissions' futures.
 Cancellation is forwarded as the events arrive: a row whose client left is named in a ``cancel`` message and
 stops within a step.
 
