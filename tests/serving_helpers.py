@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,3 +112,23 @@ def sse_events(body: str) -> list[dict[str, Any]]:
         assert block.startswith("data:"), block
         events.append(json.loads(block[len("data:") :]))
     return events
+
+
+class KeepOutcome:
+    """A row's ``RowSink`` for tests that drive a runner directly: keeps the outcome, counts streamed tokens and
+    sets ``done`` once answered."""
+
+    def __init__(self) -> None:
+        self.outcome: Any = None
+        self.tokens = 0
+        self.done = threading.Event()
+
+    def cancelled(self) -> bool:
+        return False
+
+    def on_token(self, token: Any) -> None:
+        self.tokens += 1
+
+    def on_done(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done.set()

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from gateway.demo import DEMO_CAUSAL_ID
-from gateway.errors import GatewayError
 from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.causal_batch import CausalBatch
 from gateway.runners.logits import (
@@ -29,6 +28,7 @@ from gateway.runners.sampler import Sampler
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.runners.wire import token_from_json, token_to_json
 from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token, TopToken
+from tests.serving_helpers import KeepOutcome
 
 CPU = torch.device("cpu")
 
@@ -113,22 +113,6 @@ def test_top_tokens_cross_the_channel() -> None:
 # -- the continuous batch, rows of different settings decoded together --
 
 
-class Collect:
-    """A row's sink that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.outcome: GenerationOutput | GatewayError | None = None
-
-    def cancelled(self) -> bool:
-        return False
-
-    def on_token(self, token: Token) -> None:
-        pass
-
-    def on_done(self, outcome: GenerationOutput | GatewayError) -> None:
-        self.outcome = outcome
-
-
 @pytest.fixture(scope="module")
 def runner(demo_cache_dir: Path) -> TransformersRunner:
     return TransformersRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
@@ -140,12 +124,12 @@ def run_batch(
     """Join each group (one submission) to one running batch, ``steps_between`` decoding steps after each, then
     decode it to the end; each row's tokens."""
     batch = CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device)
-    sinks: list[Collect] = []
+    sinks: list[KeepOutcome] = []
     with torch.inference_mode():
         for group in groups:
             rows = []
             for prompt, params in group:
-                sinks.append(Collect())
+                sinks.append(KeepOutcome())
                 rows.append(Row(runner.encode(prompt), params, time.monotonic() + 60, sinks[-1]))
             batch.join(rows, Sampler(rows[0].params.sampling, runner.device))
             for _ in range(steps_between):

@@ -23,8 +23,8 @@ from gateway.demo import DEMO_CAUSAL_ID, DEMO_SEQ2SEQ_ID
 from gateway.errors import RequestCancelled
 from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.process_runner import ProcessRunner
-from gateway.types import GenerationOutput, GenerationParams, Token
-from tests.serving_helpers import hold_worker, metrics, sample, sse_events, wait_until
+from gateway.types import GenerationOutput, GenerationParams
+from tests.serving_helpers import KeepOutcome, hold_worker, metrics, sample, sse_events, wait_until
 
 GEN = DEMO_CAUSAL_ID
 PROMPTS = [f"process prompt {i}" for i in range(6)]
@@ -104,23 +104,11 @@ async def test_a_stalled_model_process_is_killed_by_the_watchdog_and_replaced(ap
         assert sample(await metrics(client), "gateway_worker_restarts_total", model=GEN) == 1
 
 
-class _CancelOnFirstToken:
+class _CancelOnFirstToken(KeepOutcome):
     """A streamed row's sink that asks to stop as soon as its first token reaches the gateway."""
-
-    def __init__(self) -> None:
-        self.tokens = 0
-        self.outcome: Any = None
-        self.done = threading.Event()
 
     def cancelled(self) -> bool:
         return self.tokens > 0
-
-    def on_token(self, token: Token) -> None:
-        self.tokens += 1
-
-    def on_done(self, outcome: Any) -> None:
-        self.outcome = outcome
-        self.done.set()
 
 
 @pytest.mark.parametrize("model", ["tiny-causal-lm", "tiny-seq2seq"])
@@ -144,32 +132,14 @@ def test_streamed_tokens_cross_the_channel_while_the_row_is_generating(demo_cach
         runner.close()
 
 
-class _Answered:
-    """A row's sink that keeps its outcome."""
-
-    def __init__(self) -> None:
-        self.outcome: Any = None
-        self.done = threading.Event()
-
-    def cancelled(self) -> bool:
-        return False
-
-    def on_token(self, token: Token) -> None:
-        pass
-
-    def on_done(self, outcome: Any) -> None:
-        self.outcome = outcome
-        self.done.set()
-
-
 def test_a_model_process_that_stops_reading_never_holds_the_submitter(demo_cache_dir: Path) -> None:
     """The model process stopped (SIGSTOP) while a megabyte of submissions is handed over: far more than the
     socket holds, yet every ``submit`` returns (the event loop calls it; a thread of the runner does the
     sending). Once the process runs again, every row is answered."""
     runner = ProcessRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
-    sinks: list[_Answered] = []
+    sinks: list[KeepOutcome] = []
     try:
-        warm = _Answered()
+        warm = KeepOutcome()
         runner.submit([Row(runner.encode("warm"), GenerationParams(max_new_tokens=1), time.monotonic() + 60, warm)])
         assert warm.done.wait(60)
         ids = runner.encode("a long prompt, " * 20)
@@ -178,7 +148,7 @@ def test_a_model_process_that_stops_reading_never_holds_the_submitter(demo_cache
 
         def submit_all() -> None:
             for _ in range(100):  # 800 rows of ~300 ids: about a megabyte of JSON
-                group = [_Answered() for _ in range(8)]
+                group = [KeepOutcome() for _ in range(8)]
                 sinks.extend(group)
                 runner.submit([Row(ids, GenerationParams(max_new_tokens=1), time.monotonic() + 120, s) for s in group])
             submitted.set()

@@ -20,7 +20,8 @@ from gateway.runners.causal_batch import BatchLost, CausalBatch
 from gateway.runners.sampler import Sampler
 from gateway.runners.transformers_runner import TransformersRunner
 from gateway.types import GenerationOutput, GenerationParams, SamplingParams
-from tests.integration.test_ragged import Collect, solo
+from tests.integration.test_ragged import solo
+from tests.serving_helpers import KeepOutcome
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,10 @@ def runner(demo_cache_dir: Path) -> TransformersRunner:
     return TransformersRunner(RunnerConfig(DEMO_CAUSAL_ID, path=str(demo_cache_dir / "tiny-causal-lm"), device="cpu"))
 
 
-def rows_of(runner: TransformersRunner, specs: list[tuple[str, GenerationParams]]) -> tuple[list[Row], list[Collect]]:
-    sinks = [Collect() for _ in specs]
+def rows_of(
+    runner: TransformersRunner, specs: list[tuple[str, GenerationParams]]
+) -> tuple[list[Row], list[KeepOutcome]]:
+    sinks = [KeepOutcome() for _ in specs]
     rows = [
         Row(runner.encode(p), params, time.monotonic() + 60, s) for (p, params), s in zip(specs, sinks, strict=True)
     ]
@@ -59,7 +62,7 @@ def running_batch(runner: TransformersRunner, rows: list[Row]) -> CausalBatch:
     return batch
 
 
-def assert_alone(runner: TransformersRunner, rows: list[Row], sinks: list[Collect]) -> None:
+def assert_alone(runner: TransformersRunner, rows: list[Row], sinks: list[KeepOutcome]) -> None:
     for row, sink in zip(rows, sinks, strict=True):
         together, alone = sink.outcome, solo(runner, row)
         assert isinstance(together, GenerationOutput)

@@ -19,23 +19,8 @@ from gateway.runners.base import Row, RunnerConfig
 from gateway.runners.causal_batch import CausalBatch
 from gateway.runners.sampler import Sampler
 from gateway.runners.transformers_runner import TransformersRunner
-from gateway.types import GenerationOutput, GenerationParams, SamplingParams, Token
-
-
-class Collect:
-    """A ``RowSink`` that keeps the outcome."""
-
-    def __init__(self) -> None:
-        self.outcome: Any = None
-
-    def cancelled(self) -> bool:
-        return False
-
-    def on_token(self, token: Token) -> None:
-        pass
-
-    def on_done(self, outcome: Any) -> None:
-        self.outcome = outcome
+from gateway.types import GenerationOutput, GenerationParams, SamplingParams
+from tests.serving_helpers import KeepOutcome
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +102,7 @@ def test_a_mixed_batch_attends_in_groups_and_every_row_keeps_its_own_tokens(
     sampled = GenerationParams(max_new_tokens=10, sampling=SamplingParams(do_sample=True, temperature=0.8, seed=5))
     prompts = ["x" * 300, "ab", "words " * 30, "q", "Request 9: " + "a letter " * 25, "hello there", "z" * 60]
     params = [greedy, greedy, sampled, greedy, greedy, sampled, greedy]
-    sinks = [Collect() for _ in prompts]
+    sinks = [KeepOutcome() for _ in prompts]
     rows = [
         Row(input_ids=runner.encode(p), params=q, deadline=time.monotonic() + 60, sink=s)
         for p, q, s in zip(prompts, params, sinks, strict=True)
@@ -157,7 +142,7 @@ def test_rows_join_in_place_of_finished_ones_and_keep_their_own_tokens(runner: T
     batch = CausalBatch(model, runner.tracker, runner.pad_id, runner.device)
     running = [(f"row {i}: " + "x" * (20 * i), 30) for i in range(1, 8)]
     specs = [*running, ("short", 2), ("a b c", 3), ("mid " * 10, 6), ("q", 12), ("y" * 300, 5)]
-    sinks = [Collect() for _ in specs]
+    sinks = [KeepOutcome() for _ in specs]
     rows = [
         Row(runner.encode(p), GenerationParams(max_new_tokens=n), time.monotonic() + 60, s)
         for (p, n), s in zip(specs, sinks, strict=True)
@@ -187,7 +172,7 @@ def test_rows_join_in_place_of_finished_ones_and_keep_their_own_tokens(runner: T
 
 def solo(runner: TransformersRunner, row: Row) -> GenerationOutput:
     """``row``'s prompt and settings run in a batch of its own."""
-    alone = Collect()
+    alone = KeepOutcome()
     batch = CausalBatch(runner.model, runner.tracker, runner.pad_id, runner.device)
     with torch.inference_mode():
         batch.join(
