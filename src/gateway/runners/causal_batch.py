@@ -208,12 +208,7 @@ class CausalBatch:
         if len(finished) < len(states) or mask.shape[1] > width:
             return False
         firsts = self.mask.argmax(dim=1).tolist()
-        slots = []
-        for first in (width - mask.shape[1] + mask.argmax(dim=1)).tolist():
-            slot = min(finished, key=lambda i: abs(firsts[i] - first))
-            finished.remove(slot)
-            slots.append(slot)
-            firsts[slot] = first
+        slots = ragged.nearest_slots(firsts, finished, (width - mask.shape[1] + mask.argmax(dim=1)).tolist())
         place_rows(self.cache, slots, cache)
         index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
         self.mask[index] = pad_left(mask, width, dim=1)

@@ -65,13 +65,7 @@ def slots_for(mask: torch.Tensor, states: Sequence[RowState], rows: Sequence[Row
     end = mask.shape[1] + 1
     if len(finished) < len(rows) or any(len(row.input_ids) > end for row in rows):
         return None
-    firsts = mask.argmax(dim=1).tolist()
-    slots = []
-    for row in rows:
-        slot = min(finished, key=lambda i: abs(firsts[i] - (end - len(row.input_ids))))
-        finished.remove(slot)
-        slots.append(slot)
-    return slots
+    return ragged.nearest_slots(mask.argmax(dim=1).tolist(), finished, [end - len(row.input_ids) for row in rows])
 
 
 def build(

@@ -115,6 +115,20 @@ def order_by_first_column(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return order, firsts[order].tolist()
 
 
+def nearest_slots(firsts: list[int], free: Sequence[int], wanted: Sequence[int]) -> list[int]:
+    """For each first column in ``wanted``, the row of ``free`` (finished rows) whose first column is nearest,
+    each taken once, so that rows written over them keep the batch roughly longest first; ``firsts`` (each row's
+    first column) is updated for the rows taken. ``free`` must hold at least as many rows as ``wanted``."""
+    free = list(free)
+    slots = []
+    for first in wanted:
+        slot = min(free, key=lambda i: abs(firsts[i] - first))
+        free.remove(slot)
+        slots.append(slot)
+        firsts[slot] = first
+    return slots
+
+
 def plan(firsts: Sequence[int], attention_width: int) -> list[Group]:
     """Groups of consecutive rows for ``firsts`` (each row's first real column; longest first is best, but any
     order is right): split where it drops the most row-columns, as long as a split pays for its SDPA call. A
