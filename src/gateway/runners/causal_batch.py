@@ -7,8 +7,9 @@ which columns are real for each row. Then:
 - ``join``: new rows are prefilled together and their first token is chosen. When finished rows still ride
   along and the new rows fit the width, the prefill is packed into a decoding step of the running rows (one
   forward pass for both, ``packed_join``) and the new rows take the finished rows' places; failing that, they
-  are prefilled in a pass of their own, and written over finished rows or the running cache is rebuilt with them
-  (the narrower part padded on the left, masked out);
+  are prefilled in a pass of their own (prompts of mixed lengths packed into one sequence, without padding),
+  and written over finished rows or the running cache is rebuilt with them (the narrower part padded on the
+  left, masked out);
 - ``step``: one forward pass over every running row with its last token; each row's token is chosen by its
   own ``Sampler`` and handed to the ``RowTracker``, which answers the rows that finished;
 - finished rows leave the cache at a rebuild (rows joining that do not fit in place, a quarter of the batch
@@ -93,6 +94,7 @@ class CausalBatch:
         # Whether rows join within a decoding step's pass (``_join_in_step``): None until checked on the first
         # join that can; only with the ready mask.
         self._packing: bool | None = None
+        self._packed_prefill: bool | None = None  # the same for prefills without padding; checked on the first
         if self._ready_mask is None:
             ragged.install()
 
@@ -163,9 +165,18 @@ class CausalBatch:
         self.groups = packed.groups
         self._drop_finished()
 
-    def prefill(self, rows: Sequence[Row]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
-        """A forward pass over ``rows``' prompts alone (left-padded): their last logits, their cache, 2D mask and
-        position ids."""
+    def prefill(
+        self, rows: Sequence[Row], *, padded: bool = False
+    ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """A forward pass over ``rows``' prompts alone: their last logits, and their cache, 2D mask and position
+        ids as if left-padded. Packed without padding (``packed_join.prefill``) where the padding would be dear
+        and the model was checked to give the same that way; else ``padded``."""
+        packs = not padded and self._ready_mask is not False and self._packed_prefill is not False
+        if packs and packed_join.prefill_pays(rows):
+            if self._packed_prefill is None:
+                self._packed_prefill = packed_join.check_prefill(self, rows)
+            if self._packed_prefill:
+                return packed_join.prefill(self.model, rows, self.device, self.threads)
         ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)

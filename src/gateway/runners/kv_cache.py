@@ -39,7 +39,8 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
 
     While ``packing`` is set, a pass is packed (one sequence: each cache row's next token, then the tokens of
     rows being prefilled, ``Segment``s): the update writes each row's token into the next column of its row, then
-    each segment right-aligned over its slot's row (zeros on its left), and returns the whole cache.
+    each segment right-aligned over its slot's row (zeros on its left), and returns the whole cache. On a new
+    cache there are no rows yet: the segments are its rows, each right-aligned to the longest (a packed prefill).
     """
 
     def __init__(self) -> None:
@@ -69,11 +70,20 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
     def _update_packed(
         self, key_states: torch.Tensor, value_states: torch.Tensor, segments: Sequence[Segment]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self._key_buffer is not None and self._value_buffer is not None and self.room() > 0
-        rows, used = self.keys.shape[0], self.keys.shape[2]
-        end = used + 1
+        rows = segments[0][1]  # the cache rows' next tokens come first: none in a new cache (a packed prefill)
+        if rows:
+            assert self._key_buffer is not None and self._value_buffer is not None and self.room() > 0
+            used = self.keys.shape[2]
+            end = used + 1
+        else:  # a new cache: segment i is row i, the rows as wide as the longest
+            assert not self.is_initialized and [slot for slot, _, _ in segments] == list(range(len(segments)))
+            self.lazy_initialization(key_states, value_states)
+            used, end = 0, max(length for _, _, length in segments)
+            self._key_buffer = _with_room(key_states, len(segments), end)
+            self._value_buffer = _with_room(value_states, len(segments), end)
         for buffer, states in ((self._key_buffer, key_states), (self._value_buffer, value_states)):
-            buffer[:rows, :, used] = states[0, :, :rows].transpose(0, 1)
+            if rows:
+                buffer[:rows, :, used] = states[0, :, :rows].transpose(0, 1)
             for slot, start, length in segments:
                 buffer[slot, :, : end - length] = 0
                 buffer[slot, :, end - length : end] = states[0, :, start : start + length]

@@ -89,11 +89,16 @@ def _packed(
     segments: Sequence[Segment],
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """``query`` is one packed sequence (``kv_cache.GrowingLayer``): the next token of each of the cache's rows,
-    then the segments; ``key`` and ``value`` are the whole cache, segments written in place."""
-    rows, end = key.shape[0], key.shape[2]
-    decoding = query[0, :, :rows].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, head dim)
-    outputs = [ragged_sdpa(module, decoding, key, value, attention_mask, ragged_rows, **kwargs)[0].transpose(0, 1)]
+    """``query`` is one packed sequence (``kv_cache.GrowingLayer``): the next token of each of the cache's rows
+    (none in a packed prefill), then the segments; ``key`` and ``value`` are the whole cache, segments written in
+    place."""
+    rows, end = segments[0][1], key.shape[2]
+    outputs: list[torch.Tensor] = []
+    if rows:
+        decoding = query[0, :, :rows].transpose(0, 1).unsqueeze(2)  # (rows, heads, 1, head dim)
+        outputs.append(
+            ragged_sdpa(module, decoding, key, value, attention_mask, ragged_rows, **kwargs)[0].transpose(0, 1)
+        )
     for slot, start, length in segments:
         part, _ = sdpa_attention.sdpa_attention_forward(
             module,
