@@ -127,21 +127,21 @@ class Engine:
         try:
             runners = await asyncio.to_thread(self._load_runners)
         except Exception as exc:
-            self.state = LoadState.FAILED
-            self.error = type(exc).__name__
-            log.error("model load failed", extra={"error_type": "load_failed", "error": repr(exc)[:500]})
+            self._failed(exc)
             return
-        for name, runner in runners.items():
-            self.services[name] = self._service(name, runner)
-        self.generation = self.services[self.generation_model_id]
-        trans = self.services[self.translation_model_id]
-        spec = trans.runner.translation_spec(self.settings.translation_languages or default_template_languages())
-        if self.settings.translation_languages:
-            spec = dataclasses.replace(spec, languages=tuple(self.settings.translation_languages))
-        self.translator = Translator(trans, spec, self.settings.translation_prompt_template)
-        for service in self.services.values():
-            service.scheduler.start()
-            service.started = True
+        try:
+            self._serve(runners)
+        except (
+            Exception
+        ) as exc:  # loaded, but not servable (a broken languages file, a decode loop that will not start)
+            for service in self.services.values():
+                if service.started:
+                    await service.scheduler.close(Draining())
+            for runner in runners.values():
+                runner.close()  # no model process left behind
+            self.services, self.generation, self.translator = {}, None, None
+            self._failed(exc)
+            return
         self.state = LoadState.LOADED
         for info in self.model_infos():
             log.info(
@@ -155,6 +155,25 @@ class Engine:
                     **({"notice": DEMO_NOTICE} if info.is_demo else {}),
                 },
             )
+
+    def _failed(self, exc: Exception) -> None:
+        self.state = LoadState.FAILED
+        self.error = type(exc).__name__
+        log.error("model load failed", extra={"error_type": "load_failed", "error": repr(exc)[:500]})
+
+    def _serve(self, runners: dict[str, ModelRunner]) -> None:
+        """The loaded runners' services, the translator, and their schedulers started."""
+        for name, runner in runners.items():
+            self.services[name] = self._service(name, runner)
+        self.generation = self.services[self.generation_model_id]
+        trans = self.services[self.translation_model_id]
+        spec = trans.runner.translation_spec(self.settings.translation_languages or default_template_languages())
+        if self.settings.translation_languages:
+            spec = dataclasses.replace(spec, languages=tuple(self.settings.translation_languages))
+        self.translator = Translator(trans, spec, self.settings.translation_prompt_template)
+        for service in self.services.values():
+            service.scheduler.start()
+            service.started = True
 
     def _load_runners(self) -> dict[str, ModelRunner]:
         """Load each model; model processes load side by side (each is mostly its own interpreter's start)."""

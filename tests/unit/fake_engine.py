@@ -44,7 +44,8 @@ class RecordingSink(NullSink):
 
 
 class FakeRunners:
-    """The ``RunnerFactory``: a ``FakeRunner`` per model; ``failing`` model ids raise instead (a failed load)."""
+    """The ``RunnerFactory``: a ``FakeRunner`` per model; ``failing`` model ids raise instead (a failed load), and
+    the runners of ``failing_start`` ones raise when started (loaded, but their decode loop will not start)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -52,6 +53,7 @@ class FakeRunners:
         self.configs: list[RunnerConfig] = []
         self.restarts: dict[str, Callable[[], None]] = {}
         self.failing: set[str] = set()
+        self.failing_start: set[str] = set()
 
     def __call__(
         self, config: RunnerConfig, faults: FaultInjector, on_crash_restart: Callable[[], None]
@@ -60,6 +62,7 @@ class FakeRunners:
         if config.model_id in self.failing:
             raise OSError(f"cannot load {config.model_id}")
         runner = FakeRunner(self.clock, info=dataclasses.replace(FAKE_INFO, model_id=config.model_id, is_demo=False))
+        runner.fails_to_start = config.model_id in self.failing_start
         self.by_model[config.model_id] = runner
         self.restarts[config.model_id] = on_crash_restart
         return runner

@@ -70,6 +70,7 @@ class FakeRunner:
         self._live: list[_Live] = []
         self.started = False
         self.closed = False
+        self.fails_to_start = False
         self.loop_died = False  # the decode loop's thread (or process) is gone
         self.resets: list[GatewayError] = []
         self.largest_batch = 0  # the most rows decoded in one step, over the runner's life
@@ -106,6 +107,8 @@ class FakeRunner:
         return self.started and not self.closed and not self.loop_died
 
     def start(self) -> None:
+        if self.fails_to_start:
+            raise RuntimeError("the decode loop did not start")
         self.started = True
 
     def close(self) -> None:

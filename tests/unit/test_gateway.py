@@ -113,6 +113,21 @@ async def test_a_failed_load_leaves_the_engine_failed_and_closes_what_loaded(
     await g.gateway.close()
 
 
+async def test_a_model_that_loads_but_cannot_start_leaves_the_engine_failed_not_loading() -> None:
+    """A failure after the load (here the second model's decode loop refusing to start, after the first one's
+    started) fails the engine like a failed load: not ready, every runner closed, requests refused NotReady."""
+    g = FakeGateway()
+    g.runners.failing_start.add(TRANSLATION_ID)
+    await g.gateway.start()
+    assert g.engine.state is LoadState.FAILED and g.engine.error == "RuntimeError"
+    assert not g.gateway.loaded and not g.gateway.ready
+    assert g.runner(GENERATION_ID).started and g.runner(GENERATION_ID).closed
+    assert g.runner(TRANSLATION_ID).closed
+    assert isinstance(await refused(g.gateway.generate(["1"], THREE, 60.0)), NotReady)
+    assert g.gateway.components()["models"] == "failed" and g.gateway.components()["error"] == "RuntimeError"
+    await g.gateway.close()
+
+
 async def test_a_replaced_model_process_and_breaker_transitions_reach_the_sink(
     make_gateway: Callable[..., Awaitable[FakeGateway]],
 ) -> None:
