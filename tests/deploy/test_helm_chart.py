@@ -69,6 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "autoscaling-off": {"autoscaling": {"enabled": False}, "replicaCount": 3},
     "keda": {"autoscaling": {"engine": "keda"}},
     "hpa": {"autoscaling": {"engine": "hpa"}},
+    "keyed": {"secrets": {"apiKey": {"secretName": "llm-gateway-key"}}},
 }
 
 
@@ -412,6 +413,22 @@ def test_service_monitor_wiring() -> None:
     assert docs["Service"]["metadata"]["labels"][job_label] == "gateway"
     exprs = [str(r["expr"]) for g in docs["PrometheusRule"]["spec"]["groups"] for r in g["rules"]]
     assert any('up{job="gateway"}' in e for e in exprs)
+
+
+def test_a_keyed_gateway_is_scraped_with_a_key_from_a_secret() -> None:
+    """Keys configured, the gateway refuses /metrics without one: the scrape sends the Secret's key as a bearer key,
+    by default the one the pods get as GATEWAY_API_KEY, or the one named under the ServiceMonitor's values."""
+    (endpoint,) = by_kind(_rendered("default"))["ServiceMonitor"]["spec"]["endpoints"]
+    assert "authorization" not in endpoint
+    docs = by_kind(_rendered("keyed"))
+    (endpoint,) = docs["ServiceMonitor"]["spec"]["endpoints"]
+    credentials = {"name": "llm-gateway-key", "key": "GATEWAY_API_KEY"}
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": credentials}
+    env = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "GATEWAY_API_KEY", "valueFrom": {"secretKeyRef": credentials}} in env
+    own = {"metrics": {"serviceMonitor": {"authorization": {"secretName": "scrape-key", "key": "token"}}}}
+    (endpoint,) = by_kind(render(own))["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "scrape-key", "key": "token"}
 
 
 def test_service_monitor_labels_are_configurable() -> None:
