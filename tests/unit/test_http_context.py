@@ -16,7 +16,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import InvalidRequest, NotReady, QueueFull
-from gateway.http.context import RequestContext, first_headers, outcome_for_status
+from gateway.http.context import RequestContext, first_headers
+from gateway.http.errors import outcome_for_status
 from gateway.logs import ACCESS_LOGGER
 from gateway.stats import RequestRecord, RequestStats
 from tests.clock import ManualClock

@@ -17,25 +17,12 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.http.errors import note_error, send_error
+from gateway.http.errors import note_error, outcome_for_status, send_error
 from gateway.logs import ACCESS_LOGGER
 from gateway.stats import RequestRecord, StatsSink
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 access_log = logging.getLogger(ACCESS_LOGGER)
-
-
-def outcome_for_status(code: int) -> str:
-    """The ``status`` label of a request answered with ``code`` and no gateway error (404, 405, ...)."""
-    if code < 400:
-        return "success"
-    if code == 499:
-        return "cancelled"
-    if code in (429, 503):
-        return "rejected"
-    if code == 504:
-        return "timeout"
-    return "client_error" if code < 500 else "server_error"
 
 
 def _ms(seconds: float | None) -> float | None:

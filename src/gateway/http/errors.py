@@ -145,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = _HTTPError(str(exc.detail), exc.status_code)
         record: RequestRecord | None = getattr(request.state, "record", None)
         if record is not None:
-            record.status = "client_error" if exc.status_code < 500 else "server_error"
+            record.status = outcome_for_status(exc.status_code)
             record.error_type = error.error_type
         request_id = record.request_id if record else ""
         return JSONResponse(
@@ -157,6 +157,19 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
+
+
+def outcome_for_status(code: int) -> str:
+    """The ``status`` label of a request answered with ``code`` and no gateway error (404, 405, ...)."""
+    if code < 400:
+        return "success"
+    if code == 499:
+        return "cancelled"
+    if code in (429, 503):
+        return "rejected"
+    if code == 504:
+        return "timeout"
+    return "client_error" if code < 500 else "server_error"
 
 
 class _HTTPError(GatewayError):
