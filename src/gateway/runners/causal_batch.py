@@ -50,7 +50,7 @@ from gateway.runners.kv_cache import growing_cache, place_rows, rebuild_cache
 from gateway.runners.logits import Alternatives
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.sampler import Choice, Sampler
-from gateway.runners.tensors import pad_left, pad_rows, same_logits
+from gateway.runners.tensors import pad_left, pad_rows, same_logits, with_step_column
 from gateway.runners.threads import ThreadPolicy
 
 # Rows joining: their states, sampler, prefilled cache, 2D mask, next ids and positions.
@@ -271,7 +271,7 @@ class CausalBatch:
         if not self.cache.layers[0].room():  # rebuilt with room anyway: leave finished rows and trim columns now
             self._reshape([i for i, s in enumerate(self.states) if not s.done])
             assert self.mask is not None and self.next_ids is not None and self.positions is not None
-        mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        mask = with_step_column(self.mask)
         logits = self._decode(mask)
         self.mask = mask
         chosen, logprobs, tops = self._choose(logits)

@@ -37,7 +37,7 @@ from gateway.runners import ragged
 from gateway.runners.base import Row
 from gateway.runners.kv_cache import Segment, growing_cache, place_rows, set_packing
 from gateway.runners.rows import RowState
-from gateway.runners.tensors import same_logits
+from gateway.runners.tensors import same_logits, with_step_column
 from gateway.runners.threads import ThreadPolicy
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def build(
     """The packed pass of a batch (2D ``mask``, each row's next id and position) in which ``rows`` take
     ``slots``."""
     running, device = mask.shape[0], mask.device
-    mask = torch.cat([mask, mask.new_ones((running, 1))], dim=1)
+    mask = with_step_column(mask)
     end = mask.shape[1]
     segments: list[Segment] = []
     ids, position_ids = [next_ids], [positions]
@@ -150,7 +150,7 @@ def check(batch: CausalBatch, rows: Sequence[Row], packed: PackedPass) -> tuple[
     except Exception:  # refused (or out of memory): the batch's own cache was not touched
         packed_logits = None
     del trial
-    mask = torch.cat([batch.mask, batch.mask.new_ones((packed.running, 1))], dim=1)
+    mask = with_step_column(batch.mask)
     groups = ragged.plan(mask.argmax(dim=1).tolist(), ragged.attention_width(batch.model.config))
     ids, positions = batch.next_ids[:, None], batch.positions[:, None]
     stepped = batch.forward(ids, mask[:, None, None, :].bool(), positions, batch.cache, groups=groups)

@@ -34,6 +34,11 @@ def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return F.pad(t, pad)
 
 
+def with_step_column(mask: torch.Tensor) -> torch.Tensor:
+    """A running batch's 2D ``mask`` with the column a decoding step writes (real for every row)."""
+    return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+
+
 def same_logits(a: torch.Tensor | None, b: torch.Tensor) -> bool:
     """Whether ``a`` (None: that way failed) chooses the same tokens as ``b`` and is close to it throughout."""
     return bool(
