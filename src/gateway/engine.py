@@ -131,9 +131,8 @@ class Engine:
             return
         try:
             self._serve(runners)
-        except (
-            Exception
-        ) as exc:  # loaded, but not servable (a broken languages file, a decode loop that will not start)
+        except Exception as exc:
+            # Loaded, but not servable (a broken languages file, a decode loop that will not start): as a failed load.
             for service in self.services.values():
                 if service.started:
                     await service.scheduler.close(Draining())

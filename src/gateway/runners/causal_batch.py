@@ -94,7 +94,7 @@ class CausalBatch:
         # Whether rows join within a decoding step's pass (``_join_in_step``): None until checked on the first
         # join that can; only with the ready mask.
         self._packing: bool | None = None
-        self._packed_prefill: bool | None = None  # the same for prefills without padding; checked on the first
+        self._packed_prefill: bool | None = None  # the same for prefills without padding (``prefill``)
         if self._ready_mask is None:
             ragged.install()
 
