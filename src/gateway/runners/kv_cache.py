@@ -78,7 +78,7 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]  # transformers is untyp
         else:  # a new cache: segment i is row i, the rows as wide as the longest
             assert not self.is_initialized and [slot for slot, _, _ in segments] == list(range(len(segments)))
             self.lazy_initialization(key_states, value_states)
-            used, end = 0, max(length for _, _, length in segments)
+            end = max(length for _, _, length in segments)
             self._key_buffer = _with_room(key_states, len(segments), end)
             self._value_buffer = _with_room(value_states, len(segments), end)
         for buffer, states in ((self._key_buffer, key_states), (self._value_buffer, value_states)):
