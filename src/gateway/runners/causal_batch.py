@@ -50,7 +50,7 @@ from gateway.runners.kv_cache import growing_cache, place_rows, rebuild_cache
 from gateway.runners.logits import Alternatives
 from gateway.runners.rows import RowState, RowTracker
 from gateway.runners.sampler import Choice, Sampler
-from gateway.runners.tensors import pad_left, pad_rows, same_logits, with_step_column
+from gateway.runners.tensors import pad_left, pad_rows, positions_of, same_logits, with_step_column
 from gateway.runners.threads import ThreadPolicy
 
 # Rows joining: their states, sampler, prefilled cache, 2D mask, next ids and positions.
@@ -179,9 +179,9 @@ class CausalBatch:
                 return packed_join.prefill(self.model, rows, self.device, self.threads)
         ids, mask = pad_rows(rows, self.pad_id, left=True)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = positions_of(mask)
         cache = growing_cache(self.model.config)
-        return self.forward(ids, mask, positions, cache, prefill=True), cache, mask, positions
+        return self.forward(ids, mask, position_ids, cache, prefill=True), cache, mask, position_ids
 
     def _note_batch_size(self, states: Sequence[RowState]) -> None:
         new_size = sum(not s.done for s in self.states) + len(states)

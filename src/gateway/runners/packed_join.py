@@ -37,7 +37,7 @@ from gateway.runners import ragged
 from gateway.runners.base import Row
 from gateway.runners.kv_cache import Segment, growing_cache, place_rows, set_packing
 from gateway.runners.rows import RowState
-from gateway.runners.tensors import same_logits, with_step_column
+from gateway.runners.tensors import padded_mask, positions_of, same_logits, with_step_column
 from gateway.runners.threads import ThreadPolicy
 
 if TYPE_CHECKING:
@@ -174,10 +174,7 @@ def prefill(model: Any, rows: Sequence[Row], device: torch.device, threads: Thre
     for slot, length in enumerate(lengths):
         segments.append((slot, start, length))
         start += length
-    width = max(lengths)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for slot, length in enumerate(lengths):
-        mask[slot, width - length :] = 1
+    mask = padded_mask(lengths, left=True, device=device)
     if threads is not None:
         threads.size_for_parts([(1, n, n) for n in lengths])
     cache = growing_cache(model.config)
@@ -195,7 +192,7 @@ def prefill(model: Any, rows: Sequence[Row], device: torch.device, threads: Thre
     finally:
         set_packing(cache, None)
     logits: torch.Tensor = output.logits[0]
-    return logits, cache, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+    return logits, cache, mask, positions_of(mask)
 
 
 # A packed prefill pays when the rows would carry at least this many columns of padding each, on average: it

@@ -14,15 +14,23 @@ from gateway.runners.base import Row
 def pad_rows(rows: Sequence[Row], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(input ids, attention mask) of ``rows``, padded to the longest on the left (a causal LM continues from the
     right edge) or on the right (an encoder's input)."""
-    longest = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.input_ids)
-        cols = slice(longest - n, longest) if left else slice(0, n)
-        ids[i, cols] = torch.tensor(row.input_ids, dtype=torch.long)
-        mask[i, cols] = 1
+    mask = padded_mask([len(r.input_ids) for r in rows], left=left)
+    ids = torch.full(mask.shape, pad_id, dtype=torch.long)
+    ids[mask.bool()] = torch.tensor([i for row in rows for i in row.input_ids], dtype=torch.long)
     return ids, mask
+
+
+def padded_mask(lengths: Sequence[int], *, left: bool, device: torch.device | None = None) -> torch.Tensor:
+    """The 2D attention mask (1 real, 0 padding) of sequences of ``lengths`` padded to the longest, on the left or
+    on the right."""
+    columns = torch.arange(max(lengths), device=device)
+    n = torch.tensor(lengths, device=device)[:, None]
+    return (columns >= columns.numel() - n if left else columns < n).long()
+
+
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded 2D ``mask``: each row's real columns count from 0, its padding is 0."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
