@@ -318,11 +318,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
         )  # fmt: skip
         env.update(GATEWAY_CANARY_INTERVAL_S="1", GATEWAY_CANARY_FILE=str(canary_file))
-        # The breaker opens after 20 failures in a row (5 by default, and half the last 20 outcomes): the canary's
-        # failures count for the breaker but not in gateway_requests_total, so with the default the test's own
-        # errors were 2 to 4 and the 5-minute error ratio over the warm-up's traffic sat at the 5% threshold
-        # (0.049 in a failed run). With 20, the errors the test causes are well above every threshold whatever
-        # share of them the canary takes.
+        # The breaker opens after BREAKER_FAILURES failures in a row (by default 5, or half the last 20 outcomes):
+        # the canary's failures count for the breaker but not in gateway_requests_total, so with the default the
+        # test's own errors over the warm-up's traffic can leave the 5-minute error ratio at the 5% threshold.
+        # With more, the errors the test causes are well above every threshold whatever share the canary takes.
         env.update(GATEWAY_BREAKER_FAILURE_THRESHOLD=str(BREAKER_FAILURES), GATEWAY_BREAKER_FAILURE_RATIO="1.0")
         gateway_args = [sys.executable, "-m", "gateway", "serve", "--host", LOOPBACK, "--port", str(ports["gateway"])]
         processes.append(_start("gateway", gateway_args, logs["gateway"], env))
