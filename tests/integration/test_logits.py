@@ -21,6 +21,7 @@ from gateway.runners.logits import (
     Penalties,
     RunningCounts,
     bias_vector,
+    guard_distribution,
     safe_value,
     top_alternatives,
 )
@@ -101,6 +102,23 @@ def test_top_alternatives() -> None:
     # More than the vocabulary: all of it. A token ruled out (-inf) reports the floor, a number JSON can carry.
     tops = top_alternatives(torch.tensor([[0.0, -math.inf]]), [5])
     assert tops == [[(0, 0.0), (1, LOGPROB_FLOOR)]]
+
+
+def test_guard_distribution_makes_only_the_rows_without_one_uniform() -> None:
+    """A row with a NaN score, one with every score -inf and one with a +inf score have no distribution: their
+    scores become uniform and their log-probabilities NaN; rows with -inf scores among finite ones are untouched."""
+    inf = math.inf
+    scores = torch.tensor(
+        [[1.0, 2.0, -inf], [0.5, math.nan, 1.0], [-inf, -inf, -inf], [0.0, inf, 1.0], [-inf, 3.0, -inf]]
+    )
+    safe, logprobs = guard_distribution(scores)
+    valid = [0, 4]
+    assert torch.equal(safe[valid], scores[valid])
+    assert torch.equal(logprobs[valid], torch.log_softmax(scores[valid], dim=-1))
+    assert torch.equal(safe[[1, 2, 3]], torch.zeros(3, 3))
+    assert bool(logprobs[[1, 2, 3]].isnan().all())
+    fine = torch.tensor([[1.0, -inf], [-inf, 0.0]])
+    assert guard_distribution(fine)[0] is fine
 
 
 def test_top_tokens_cross_the_channel() -> None:
