@@ -212,8 +212,10 @@ def token_to_json(token: Token) -> list[Any]:
 
 
 def token_from_json(data: list[Any]) -> Token:
-    top = tuple(TopToken(int(t[0]), str(t[1]), float(t[2]), bool(t[3])) for t in data[4]) if len(data) > 4 else ()
-    return Token(int(data[0]), str(data[1]), data[2], bool(data[3]), top)
+    # The model process wrote it (``token_to_json``), and JSON keeps each field's type: no conversions needed.
+    if len(data) > 4:
+        return Token(data[0], data[1], data[2], data[3], tuple(TopToken._make(t) for t in data[4]))
+    return Token(*data)
 
 
 def output_to_json(output: GenerationOutput) -> dict[str, Any]:
