@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.gateway_process import ServerProcess, gateway_env
 from tests.conftest import free_port
 from tests.serving_helpers import GEN, parse_metrics, sample
 
@@ -111,46 +112,38 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) 
 
 
 class Replica:
-    """One ``gateway serve`` on a fixed port, in a process group of its own (its model processes included)."""
+    """One ``gateway serve`` on a fixed port, started again on the same port after a stop or a kill: each start a
+    ``ServerProcess`` (the harness the other end-to-end tests and the bench use) in a process group of its own, its
+    model processes included, with a log file of its own."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, port: int, env: dict[str, str], logs: Path) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[str] | None = None
+        self.logs = logs
+        self.starts = 0
         self.start()
 
     def start(self) -> None:
-        with self.log.open("a") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+        self.starts += 1
+        log = self.logs / f"{self.name}-{self.starts}.log"
+        self.server = ServerProcess(
+            [sys.executable, "-m", "gateway", "serve"], self.env, self.port, log=log, own_group=True
+        )
+
+    def wait_ready(self) -> None:
+        self.server.wait_ready(120)
+
+    def terminate(self) -> int:
+        """SIGTERM to the gateway's own process only (as a container runtime sends it); its exit code."""
+        self.server.proc.send_signal(signal.SIGTERM)
+        return self.server.proc.wait(30)
 
     def get(self, path: str) -> httpx.Response | None:
         with contextlib.suppress(httpx.HTTPError):
             return httpx.get(self.url + path, timeout=2)
         return None
-
-    def is_ready(self) -> bool:
-        response = self.get("/ready")
-        return response is not None and response.status_code == 200
-
-    def wait_ready(self) -> None:
-        until = time.monotonic() + 120
-        while not self.is_ready():
-            assert self.proc is not None and self.proc.poll() is None, f"{self.name} exited:\n{self.tail()}"
-            assert time.monotonic() < until, f"{self.name} not ready in time:\n{self.tail()}"
-            time.sleep(0.05)
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text().splitlines()[-20:])
 
     def in_flight(self) -> float:
         response = self.get("/metrics")
@@ -161,10 +154,8 @@ class Replica:
         return None if response is None else str(response.json()["components"][GEN]["circuit_breaker"])
 
     def kill_group(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL to the whole process group, then wait until it is gone."""
+        self.server.stop()
 
 
 class HAProxy:
@@ -290,20 +281,10 @@ class Phase:
 @pytest.fixture
 def cluster(demo_cache_dir: Path, tmp_path: Path) -> Iterator[tuple[list[Replica], HAProxy, Load]]:
     binary = _haproxy()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     replicas = []
     for i in range(REPLICAS):
         port = free_port()
-        env = (
-            base
-            | REPLICA_SETTINGS
-            | {
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(port),
-                "GATEWAY_DEMO_CACHE_DIR": str(demo_cache_dir),
-            }
-        )
-        replicas.append(Replica(f"r{i}", port, env, tmp_path / f"r{i}.log"))
+        replicas.append(Replica(f"r{i}", port, gateway_env(port, demo_cache_dir) | REPLICA_SETTINGS, tmp_path))
     balancer: HAProxy | None = None
     load: Load | None = None
     try:
@@ -350,9 +331,8 @@ def test_replicas_behind_haproxy_lose_nothing(cluster: tuple[list[Replica], HAPr
     # 2. Rolling restart: SIGTERM one replica at a time; it drains, exits 0 and starts again.
     with Phase("rolling restart", balancer, load) as phase:
         for replica in replicas:
-            assert replica.proc is not None
-            replica.proc.send_signal(signal.SIGTERM)
-            assert replica.proc.wait(30) == 0
+            assert replica.terminate() == 0, replica.server.read_output()[-2000:]
+            replica.kill_group()  # anything its drain left behind (nothing, normally), and its log closed
             wait_for(lambda r=replica: balancer.status(r.name).startswith("DOWN"), f"{replica.name} DOWN", 10)
             started = time.monotonic()
             replica.start()
